@@ -1,0 +1,394 @@
+package testbed
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Zone is a zone served by Knot.
+type Zone struct {
+	// Name is the zone apex, e.g. "example.test" (a trailing dot is added).
+	Name string
+	// Signed turns on DNSSEC signing (policy ecdsap256sha256, KSK+ZSK).
+	Signed bool
+	// Records are zone-file lines appended after a generated SOA, NS and
+	// ns A 127.0.0.1; $ORIGIN is the zone and $TTL 60, so relative names work,
+	// e.g. "mail A 127.0.0.1".
+	Records []string
+}
+
+// KnotConfig configures StartKnot.
+type KnotConfig struct {
+	Zones []Zone
+	// IP to listen on; default 127.0.0.1. The port is always a free one.
+	IP string
+}
+
+// TSIGKey is a TSIG key as miekg/dns and nsupdate use it.
+type TSIGKey struct {
+	Name      string // FQDN, e.g. "testbed-key."
+	Algorithm string // dns.HmacSHA256, i.e. "hmac-sha256."
+	Secret    string // base64
+}
+
+// BINDKeyFile returns the key in the format tsig-keygen writes, as read by
+// `nsupdate -k` and named.
+func (k TSIGKey) BINDKeyFile() string {
+	return fmt.Sprintf("key \"%s\" {\n\talgorithm %s;\n\tsecret \"%s\";\n};\n",
+		strings.TrimSuffix(k.Name, "."), strings.TrimSuffix(k.Algorithm, "."), k.Secret)
+}
+
+// WriteBINDKeyFile writes BINDKeyFile to path with mode 0600.
+func (k TSIGKey) WriteBINDKeyFile(path string) error {
+	return os.WriteFile(path, []byte(k.BINDKeyFile()), 0o600)
+}
+
+// NewTSIGKey returns a hmac-sha256 key with a random 32-byte secret.
+func NewTSIGKey(name string) TSIGKey {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // never fails (crypto/rand.Read panics on failure)
+	return TSIGKey{Name: dns.Fqdn(name), Algorithm: dns.HmacSHA256, Secret: base64.StdEncoding.EncodeToString(b)}
+}
+
+// Knot is a running knotd.
+type Knot struct {
+	Addr string  // "127.0.0.1:port", UDP and TCP
+	Dir  string  // configuration, zone files, storage
+	Key  TSIGKey // allowed to update and transfer every zone
+
+	mu    sync.Mutex // guards zones and config rewrites
+	zones []Zone
+	p     *proc
+	once  sync.Once
+	serr  error
+}
+
+// StartKnot writes knot.conf and zone files into dir, starts `knotd -c
+// knot.conf` and waits until every zone answers SOA (with RRSIG and a
+// DNSKEY for signed zones).
+func StartKnot(ctx context.Context, dir string, cfg KnotConfig) (*Knot, error) {
+	bin, err := Lookup("knotd")
+	if err != nil {
+		return nil, err
+	}
+	if err := ensureDir(dir); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{"zones", "storage", "run"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	ip := cfg.IP
+	if ip == "" {
+		ip = "127.0.0.1"
+	}
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ { // retry on a lost port race
+		port, err := freePort(ip)
+		if err != nil {
+			return nil, err
+		}
+		k := &Knot{
+			Addr: net.JoinHostPort(ip, strconv.Itoa(port)),
+			Dir:  dir,
+			Key:  NewTSIGKey("testbed-key"),
+		}
+		for _, z := range cfg.Zones {
+			z.Name = dns.Fqdn(z.Name)
+			if err := k.writeZoneFile(z); err != nil {
+				return nil, err
+			}
+			k.zones = append(k.zones, z)
+		}
+		if err := k.writeConfig(); err != nil {
+			return nil, err
+		}
+		k.p, err = startProc(dir, &syncBuffer{}, bin, "-c", filepath.Join(dir, "knot.conf"))
+		if err != nil {
+			return nil, err
+		}
+		lastErr = k.waitReady(ctx, k.zones)
+		if lastErr == nil {
+			return k, nil
+		}
+		_ = k.Stop()
+		lastErr = fmt.Errorf("testbed: knotd not ready: %w\nknotd log:\n%s", lastErr, tail(k.Log(), 4000))
+		if !strings.Contains(k.Log(), "Address already in use") {
+			break
+		}
+	}
+	return nil, lastErr
+}
+
+// NewKnot starts Knot in a fresh temporary directory and stops it when the
+// test ends.
+func NewKnot(tb testing.TB, cfg KnotConfig) *Knot {
+	tb.Helper()
+	Require(tb, "knotd", "knot")
+	k, err := StartKnot(context.Background(), tb.TempDir(), cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := k.Stop(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return k
+}
+
+// Log returns what knotd has logged so far.
+func (k *Knot) Log() string { return k.p.out.String() }
+
+// Stop terminates knotd (SIGTERM by PID, SIGKILL after 10 s). Idempotent.
+func (k *Knot) Stop() error {
+	k.once.Do(func() { k.serr = k.p.stop(10 * time.Second) })
+	return k.serr
+}
+
+// AddZone adds a zone to the running server (rewrites knot.conf, sends
+// SIGHUP) and waits until it is served.
+func (k *Knot) AddZone(ctx context.Context, z Zone) error {
+	k.mu.Lock()
+	z.Name = dns.Fqdn(z.Name)
+	for _, old := range k.zones {
+		if old.Name == z.Name {
+			k.mu.Unlock()
+			return fmt.Errorf("testbed: zone %s already exists", z.Name)
+		}
+	}
+	if err := k.writeZoneFile(z); err != nil {
+		k.mu.Unlock()
+		return err
+	}
+	k.zones = append(k.zones, z)
+	err := k.writeConfig()
+	if err == nil {
+		err = k.p.cmd.Process.Signal(syscall.SIGHUP)
+	}
+	k.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	if err := k.waitReady(ctx, []Zone{z}); err != nil {
+		return fmt.Errorf("testbed: knotd: zone %s not served: %w\nknotd log:\n%s", z.Name, err, tail(k.Log(), 4000))
+	}
+	return nil
+}
+
+func (k *Knot) writeZoneFile(z Zone) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "$ORIGIN %s\n$TTL 60\n", z.Name)
+	fmt.Fprintf(&b, "@ SOA ns.%s hostmaster.%s 1 3600 600 86400 60\n", z.Name, z.Name)
+	fmt.Fprintf(&b, "@ NS ns.%s\nns A 127.0.0.1\n", z.Name)
+	for _, r := range z.Records {
+		b.WriteString(r)
+		b.WriteByte('\n')
+	}
+	return os.WriteFile(filepath.Join(k.Dir, "zones", strings.TrimSuffix(z.Name, ".")+".zone"), []byte(b.String()), 0o644)
+}
+
+func (k *Knot) writeConfig() error {
+	host, port, _ := net.SplitHostPort(k.Addr)
+	var b strings.Builder
+	fmt.Fprintf(&b, `server:
+    rundir: %q
+    user: root:root
+    listen: %s@%s
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+
+log:
+  - target: stderr
+    any: info
+
+database:
+    storage: %q
+
+key:
+  - id: %s
+    algorithm: hmac-sha256
+    secret: %s
+
+acl:
+  - id: testbed-acl
+    key: %s
+    action: [update, transfer]
+
+policy:
+  - id: testbed-policy
+    algorithm: ecdsap256sha256
+
+template:
+  - id: default
+    storage: %q
+    file: "%%s.zone"
+    acl: testbed-acl
+
+zone:
+`, filepath.Join(k.Dir, "run"), host, port, filepath.Join(k.Dir, "storage"),
+		k.Key.Name, k.Key.Secret, k.Key.Name, filepath.Join(k.Dir, "zones"))
+	for _, z := range k.zones {
+		fmt.Fprintf(&b, "  - domain: %s\n    file: %q\n", z.Name, strings.TrimSuffix(z.Name, ".")+".zone")
+		if z.Signed {
+			b.WriteString("    dnssec-signing: on\n    dnssec-policy: testbed-policy\n    zonefile-load: difference\n")
+		}
+	}
+	tmp := filepath.Join(k.Dir, "knot.conf.tmp")
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(k.Dir, "knot.conf"))
+}
+
+func (k *Knot) waitReady(ctx context.Context, zones []Zone) error {
+	for _, z := range zones {
+		err := poll(ctx, k.p.exited, func(ctx context.Context) error {
+			r, err := queryDO(ctx, k.Addr, z.Name, dns.TypeSOA)
+			if err != nil {
+				return err
+			}
+			if r.Rcode != dns.RcodeSuccess || !hasType(r.Answer, dns.TypeSOA) {
+				return fmt.Errorf("SOA %s: rcode %s, %d answers", z.Name, dns.RcodeToString[r.Rcode], len(r.Answer))
+			}
+			if !z.Signed {
+				return nil
+			}
+			if !hasType(r.Answer, dns.TypeRRSIG) {
+				return fmt.Errorf("SOA %s: no RRSIG yet", z.Name)
+			}
+			_, err = k.ksk(ctx, z.Name)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ksk returns the zone's signed DNSKEY with the SEP flag (257).
+func (k *Knot) ksk(ctx context.Context, zone string) (*dns.DNSKEY, error) {
+	r, err := queryDO(ctx, k.Addr, dns.Fqdn(zone), dns.TypeDNSKEY)
+	if err != nil {
+		return nil, err
+	}
+	if !hasType(r.Answer, dns.TypeRRSIG) {
+		return nil, fmt.Errorf("DNSKEY %s: not signed (yet)", zone)
+	}
+	for _, rr := range r.Answer {
+		if key, ok := rr.(*dns.DNSKEY); ok && key.Flags&dns.SEP != 0 {
+			return key, nil
+		}
+	}
+	return nil, fmt.Errorf("DNSKEY %s: no key with the SEP flag", zone)
+}
+
+// DS returns the DS record (SHA-256 digest) of the zone's KSK as zone-file
+// text, e.g. "example.test.\t60\tIN\tDS\t12345 13 2 AB…", suitable for an
+// Unbound trust-anchor. It is computed from the DNSKEY served by Knot.
+func (k *Knot) DS(ctx context.Context, zone string) (string, error) {
+	key, err := k.ksk(ctx, zone)
+	if err != nil {
+		return "", fmt.Errorf("testbed: DS %s: %w", zone, err)
+	}
+	ds := key.ToDS(dns.SHA256)
+	if ds == nil {
+		return "", fmt.Errorf("testbed: DS %s: cannot compute digest", zone)
+	}
+	return ds.String(), nil
+}
+
+// Update sends an RFC 2136 update for zone signed with the instance's TSIG
+// key: add inserts the RRs, remove deletes exactly those RRs (name, type and
+// rdata). A response code other than NOERROR is an error.
+func (k *Knot) Update(ctx context.Context, zone string, add, remove []dns.RR) error {
+	key := k.Key
+	return SendUpdate(ctx, k.Addr, zone, &key, add, remove)
+}
+
+// SendUpdate sends an RFC 2136 update over TCP to addr, signed with key
+// unless key is nil. It returns an error mentioning the rcode unless the
+// server answered NOERROR.
+func SendUpdate(ctx context.Context, addr, zone string, key *TSIGKey, add, remove []dns.RR) error {
+	m := new(dns.Msg)
+	m.SetUpdate(dns.Fqdn(zone))
+	if len(add) > 0 {
+		m.Insert(add)
+	}
+	if len(remove) > 0 {
+		m.Remove(remove)
+	}
+	c := &dns.Client{Net: "tcp", Timeout: 10 * time.Second}
+	if key != nil {
+		m.SetTsig(key.Name, key.Algorithm, 300, time.Now().Unix())
+		c.TsigSecret = map[string]string{key.Name: key.Secret}
+	}
+	r, _, err := c.ExchangeContext(ctx, m, addr)
+	if err != nil {
+		return fmt.Errorf("testbed: update %s at %s: %w", zone, addr, err)
+	}
+	if r.Rcode != dns.RcodeSuccess {
+		return &RcodeError{Op: "update " + dns.Fqdn(zone), Rcode: r.Rcode}
+	}
+	return nil
+}
+
+// RcodeError is returned by SendUpdate when the server did not answer NOERROR.
+type RcodeError struct {
+	Op    string
+	Rcode int
+}
+
+func (e *RcodeError) Error() string {
+	return fmt.Sprintf("testbed: %s: rcode %s", e.Op, dns.RcodeToString[e.Rcode])
+}
+
+// Query sends one query with the DO bit (EDNS0, 4096) to a DNS server and
+// returns the response, retrying over TCP when truncated.
+func Query(ctx context.Context, addr, name string, qtype uint16) (*dns.Msg, error) {
+	return queryDO(ctx, addr, name, qtype)
+}
+
+func queryDO(ctx context.Context, addr, name string, qtype uint16) (*dns.Msg, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), qtype)
+	m.SetEdns0(4096, true)
+	m.RecursionDesired = true
+	c := &dns.Client{Timeout: 2 * time.Second}
+	r, _, err := c.ExchangeContext(ctx, m, addr)
+	if err == nil && r.Truncated {
+		c.Net = "tcp"
+		r, _, err = c.ExchangeContext(ctx, m, addr)
+	}
+	return r, err
+}
+
+func hasType(rrs []dns.RR, t uint16) bool {
+	for _, rr := range rrs {
+		if rr.Header().Rrtype == t {
+			return true
+		}
+	}
+	return false
+}
