@@ -16,13 +16,13 @@ type Reason string
 // Reasons reported in a [Verdict]. They are stable strings for JSON output.
 const (
 	ReasonMatched             Reason = "matched"
-	ReasonDigestDiffers       Reason = "digest-differs"            // DANE-EE: the leaf's data differs
-	ReasonUsageUnusable       Reason = "usage-unusable-for-smtp"   // PKIX-TA/PKIX-EE, RFC 7672 §3.1.3
-	ReasonUnknownUsage        Reason = "unknown-usage"             // usage > 3
-	ReasonUnknownSelector     Reason = "unknown-selector"          // selector > 1
-	ReasonUnknownMatchingType Reason = "unknown-matching-type"     // matching type > 2
-	ReasonBadDigestLength     Reason = "bad-digest-length"         // SHA-256/512 data of the wrong length
-	ReasonTANotInChain        Reason = "ta-not-in-chain"           // DANE-TA: no served issuer (or key) matches
+	ReasonDigestDiffers       Reason = "digest-differs"          // DANE-EE: the leaf's data differs
+	ReasonUsageUnusable       Reason = "usage-unusable-for-smtp" // PKIX-TA/PKIX-EE, RFC 7672 §3.1.3
+	ReasonUnknownUsage        Reason = "unknown-usage"           // usage > 3
+	ReasonUnknownSelector     Reason = "unknown-selector"        // selector > 1
+	ReasonUnknownMatchingType Reason = "unknown-matching-type"   // matching type > 2
+	ReasonBadDigestLength     Reason = "bad-digest-length"       // SHA-256/512 data of the wrong length
+	ReasonTANotInChain        Reason = "ta-not-in-chain"         // DANE-TA: no served issuer (or key) matches
 	ReasonChainNotVerified    Reason = "chain-does-not-verify-to-ta"
 	ReasonExpired             Reason = "certificate-expired" // DANE-TA: a certificate below the TA is outside its validity
 	ReasonNameMismatch        Reason = "name-mismatch"       // DANE-TA: leaf names do not include the host
