@@ -1,0 +1,90 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// maxInputSize bounds every file tlsactl reads: certificates, keys, CSRs and
+// RRsets are kilobytes; anything this large is a mistake.
+const maxInputSize = 8 << 20
+
+// readInput reads a certificate, key, CSR or RRset file ("-" is stdin) with a
+// size limit, and returns one-line errors that name the file and the fix.
+func readInput(path string, stdin io.Reader) ([]byte, error) {
+	if path == "-" {
+		b, err := io.ReadAll(io.LimitReader(stdin, maxInputSize+1))
+		if err != nil {
+			return nil, fmt.Errorf("standard input: %w", err)
+		}
+		if len(b) > maxInputSize {
+			return nil, fmt.Errorf("standard input: larger than %d MiB; give a certificate, key or CSR file", maxInputSize>>20)
+		}
+		return b, nil
+	}
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("%s: no such file; check the path", path)
+	case err != nil:
+		return nil, fmt.Errorf("%s: %w", path, unwrapPathError(err))
+	case st.IsDir():
+		return nil, fmt.Errorf("%s: is a directory; give a file, or a glob such as '%s/*.pem'", path, strings.TrimSuffix(path, "/"))
+	case st.Size() > maxInputSize:
+		return nil, fmt.Errorf("%s: %d bytes is larger than the %d MiB limit; is this really a certificate, key or CSR?", path, st.Size(), maxInputSize>>20)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, unwrapPathError(err))
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxInputSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, unwrapPathError(err))
+	}
+	if len(b) > maxInputSize {
+		return nil, fmt.Errorf("%s: larger than the %d MiB limit", path, maxInputSize>>20)
+	}
+	return b, nil
+}
+
+func unwrapPathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// expandPaths expands glob patterns ("certs/*.pem") that do not name an
+// existing file; each pattern's matches are sorted. A pattern without matches
+// is an error.
+func expandPaths(paths []string) ([]string, error) {
+	var out []string
+	for _, p := range paths {
+		if p == "-" || !strings.ContainsAny(p, "*?[") {
+			out = append(out, p)
+			continue
+		}
+		if _, err := os.Stat(p); err == nil {
+			out = append(out, p)
+			continue
+		}
+		m, err := filepath.Glob(p)
+		if err != nil {
+			return nil, fmt.Errorf("%s: bad glob pattern: %w", p, err)
+		}
+		if len(m) == 0 {
+			return nil, fmt.Errorf("%s: no file matches this pattern", p)
+		}
+		sort.Strings(m)
+		out = append(out, m...)
+	}
+	return out, nil
+}
