@@ -212,8 +212,7 @@ func (k *Knot) writeConfig() error {
 	var b strings.Builder
 	fmt.Fprintf(&b, `server:
     rundir: %q
-    user: root:root
-    listen: %s@%s
+%s    listen: %s@%s
     udp-workers: 1
     tcp-workers: 1
     background-workers: 1
@@ -246,7 +245,7 @@ template:
     acl: testbed-acl
 
 zone:
-`, filepath.Join(k.Dir, "run"), host, port, filepath.Join(k.Dir, "storage"),
+`, filepath.Join(k.Dir, "run"), userLine(), host, port, filepath.Join(k.Dir, "storage"),
 		k.Key.Name, k.Key.Secret, k.Key.Name, filepath.Join(k.Dir, "zones"))
 	for _, z := range k.zones {
 		fmt.Fprintf(&b, "  - domain: %s\n    file: %q\n", z.Name, strings.TrimSuffix(z.Name, ".")+".zone")
@@ -345,24 +344,41 @@ func SendUpdate(ctx context.Context, addr, zone string, key *TSIGKey, add, remov
 		c.TsigSecret = map[string]string{key.Name: key.Secret}
 	}
 	r, _, err := c.ExchangeContext(ctx, m, addr)
+	if r != nil && r.Rcode != dns.RcodeSuccess {
+		// A rejected TSIG comes back unsigned or with a bad MAC: miekg/dns
+		// then returns the response together with ErrAuth.
+		e := &RcodeError{Op: "update " + dns.Fqdn(zone) + " at " + addr, Rcode: r.Rcode, Err: err}
+		if t := r.IsTsig(); t != nil {
+			e.TSIGError = t.Error
+		}
+		return e
+	}
 	if err != nil {
 		return fmt.Errorf("testbed: update %s at %s: %w", zone, addr, err)
-	}
-	if r.Rcode != dns.RcodeSuccess {
-		return &RcodeError{Op: "update " + dns.Fqdn(zone), Rcode: r.Rcode}
 	}
 	return nil
 }
 
 // RcodeError is returned by SendUpdate when the server did not answer NOERROR.
 type RcodeError struct {
-	Op    string
-	Rcode int
+	Op        string
+	Rcode     int    // e.g. dns.RcodeNotAuth, dns.RcodeRefused
+	TSIGError uint16 // TSIG error field of the response, e.g. dns.RcodeBadSig
+	Err       error  // e.g. dns.ErrAuth when the response's TSIG did not verify
 }
 
 func (e *RcodeError) Error() string {
-	return fmt.Sprintf("testbed: %s: rcode %s", e.Op, dns.RcodeToString[e.Rcode])
+	s := fmt.Sprintf("testbed: %s: rcode %s", e.Op, dns.RcodeToString[e.Rcode])
+	if e.TSIGError != 0 {
+		s += ", TSIG error " + dns.RcodeToString[int(e.TSIGError)]
+	}
+	if e.Err != nil {
+		s += " (" + e.Err.Error() + ")"
+	}
+	return s
 }
+
+func (e *RcodeError) Unwrap() error { return e.Err }
 
 // Query sends one query with the DO bit (EDNS0, 4096) to a DNS server and
 // returns the response, retrying over TCP when truncated.
@@ -391,4 +407,13 @@ func hasType(rrs []dns.RR, t uint16) bool {
 		}
 	}
 	return false
+}
+
+// userLine keeps knotd running as root when started by root (the default
+// would be the configured user, which cannot write the temp directory).
+func userLine() string {
+	if os.Geteuid() == 0 {
+		return "    user: root:root\n"
+	}
+	return ""
 }

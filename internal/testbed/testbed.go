@@ -32,17 +32,15 @@ import (
 // become ready when the context has no earlier deadline.
 const DefaultStartTimeout = 20 * time.Second
 
-// extraDirs are searched after PATH: Debian puts the daemons into sbin, which
-// is not always on a test runner's PATH.
-var extraDirs = [...]string{"/usr/sbin", "/sbin", "/usr/lib/postfix/sbin"}
-
 // Lookup finds binary on PATH, then in /usr/sbin and /sbin. It is the
 // non-testing variant of Require, e.g. for TestMain.
 func Lookup(binary string) (string, error) {
 	if p, err := exec.LookPath(binary); err == nil {
 		return p, nil
 	}
-	for _, d := range extraDirs {
+	// Debian puts the daemons into sbin, which is not always on a test
+	// runner's PATH.
+	for _, d := range []string{"/usr/sbin", "/sbin"} {
 		p := filepath.Join(d, binary)
 		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
 			return p, nil
@@ -63,9 +61,26 @@ func Require(tb testing.TB, binary, debianPackage string) string {
 	msg := fmt.Sprintf("%v; install it with: apt-get install -y --no-install-recommends %s", err, debianPackage)
 	if os.Getenv("CI") == "true" {
 		tb.Fatalf("%s (CI=true: missing binaries fail)", msg)
+	} else {
+		tb.Skipf("%s", msg)
 	}
-	tb.Skipf("%s", msg)
 	return ""
+}
+
+// RequireRoot stops the test unless it runs as root (Postfix's master, port
+// 53 listeners and `unshare -m` need it): under CI=true it fails, otherwise it
+// skips.
+func RequireRoot(tb testing.TB, why string) {
+	tb.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	msg := "testbed: needs root: " + why
+	if os.Getenv("CI") == "true" {
+		tb.Fatalf("%s (CI=true)", msg)
+	} else {
+		tb.Skipf("%s", msg)
+	}
 }
 
 // withDefaultTimeout returns ctx bounded by DefaultStartTimeout unless it

@@ -38,9 +38,13 @@ type UnboundConfig struct {
 	CacheMaxTTL int
 	// IP to listen on with a free port; default 127.0.0.1.
 	IP string
-	// Port53IP, if set, is an extra listen address on port 53, e.g. from
-	// RandomLoopbackIP, for clients that use /etc/resolv.conf (posttls-finger),
-	// which cannot name a port. Use a distinct address per instance.
+	// Port53 adds a listener on port 53 of a random 127.53.x.y address
+	// (retried on conflict), for clients that use /etc/resolv.conf and cannot
+	// name a port (posttls-finger). Unbound.Port53IP tells which address.
+	Port53 bool
+	// Port53IP forces the port-53 address (implies Port53). Use a distinct
+	// address per instance: two listeners on one address:port would split
+	// the queries between them.
 	Port53IP string
 	// Extra lines appended to the server: clause.
 	Extra []string
@@ -91,6 +95,9 @@ func StartUnbound(ctx context.Context, dir string, cfg UnboundConfig) (*Unbound,
 			return nil, err
 		}
 		u := &Unbound{Addr: net.JoinHostPort(ip, strconv.Itoa(port)), Port53IP: cfg.Port53IP, Dir: dir}
+		if cfg.Port53 && cfg.Port53IP == "" {
+			u.Port53IP = RandomLoopbackIP()
+		}
 		conf := filepath.Join(dir, "unbound.conf")
 		if err := os.WriteFile(conf, []byte(u.config(cfg, ip, port)), 0o644); err != nil {
 			return nil, err
@@ -154,8 +161,8 @@ func (u *Unbound) config(cfg UnboundConfig, ip string, port int) string {
     do-ip6: no
     interface: %s@%d
 `, filepath.Join(u.Dir, "unbound.log"), u.Dir, filepath.Join(u.Dir, "unbound.pid"), ip, port)
-	if cfg.Port53IP != "" {
-		fmt.Fprintf(&b, "    interface: %s@53\n", cfg.Port53IP)
+	if u.Port53IP != "" {
+		fmt.Fprintf(&b, "    interface: %s@53\n", u.Port53IP)
 	}
 	fmt.Fprintf(&b, `    access-control: 127.0.0.0/8 allow_snoop
     do-not-query-localhost: no
@@ -235,4 +242,20 @@ func (u *Unbound) Stop() error {
 // Query sends a recursive query with the DO bit to the resolver.
 func (u *Unbound) Query(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
 	return queryDO(ctx, u.Addr, name, qtype)
+}
+
+// CorruptDS returns ds (DS zone-file text) with the last digest digit
+// changed: a well-formed trust anchor that matches no key, which makes the
+// zone bogus (SERVFAIL) in a validating resolver.
+func CorruptDS(ds string) string {
+	ds = strings.TrimSpace(ds)
+	if ds == "" {
+		return ds
+	}
+	last := ds[len(ds)-1]
+	repl := byte('0')
+	if last == '0' {
+		repl = '1'
+	}
+	return ds[:len(ds)-1] + string(repl)
 }

@@ -1,0 +1,367 @@
+package testbed
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// PostfixConfig configures StartPostfix.
+type PostfixConfig struct {
+	// KeyPEM and ChainPEM (leaf first, then intermediates) are served on
+	// STARTTLS. Required unless NoSTARTTLS.
+	KeyPEM, ChainPEM []byte
+	// NoSTARTTLS sets smtpd_tls_security_level = none: EHLO does not offer
+	// STARTTLS.
+	NoSTARTTLS bool
+	// Hostname is myhostname (the banner name); default mail.example.test.
+	Hostname string
+	// Extra main.cf lines.
+	Extra []string
+}
+
+// Postfix is a private Postfix instance whose smtpd listens on Addr.
+type Postfix struct {
+	Addr string // "127.0.0.1:port"
+	Port int
+	Dir  string // config_directory; queue and data directories are below it
+
+	cfg     PostfixConfig
+	postfix string // path of the postfix command
+	p       *proc
+
+	mu      sync.Mutex // serialises SwapCertificate
+	version int        // suffix of the current key/chain files
+	once    sync.Once
+	serr    error
+}
+
+// StartPostfix writes main.cf and master.cf into dir, runs `postfix -c dir
+// start-fg` and waits until smtpd answers with a 220 banner. Every service runs
+// without chroot; the log goes to the process's stdout (see Log).
+func StartPostfix(ctx context.Context, dir string, cfg PostfixConfig) (*Postfix, error) {
+	bin, err := Lookup("postfix")
+	if err != nil {
+		return nil, err
+	}
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("testbed: postfix: the master daemon must be started as root")
+	}
+	if !cfg.NoSTARTTLS && (len(cfg.KeyPEM) == 0 || len(cfg.ChainPEM) == 0) {
+		return nil, fmt.Errorf("testbed: postfix: KeyPEM and ChainPEM are required unless NoSTARTTLS")
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname = "mail.example.test"
+	}
+	if err := ensureDir(dir); err != nil {
+		return nil, err
+	}
+	dir, err = filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	// Postfix daemons run as user postfix and open data_directory by its
+	// absolute path: every ancestor must be searchable (t.TempDir is 0700).
+	if err := makeSearchable(dir); err != nil {
+		return nil, err
+	}
+	pu, err := user.Lookup("postfix")
+	if err != nil {
+		return nil, fmt.Errorf("testbed: postfix: %w", err)
+	}
+	uid, _ := strconv.Atoi(pu.Uid)
+	gid, _ := strconv.Atoi(pu.Gid)
+	data := filepath.Join(dir, "data")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Chown(data, uid, gid); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "spool"), 0o755); err != nil {
+		return nil, err
+	}
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		port, err := freePort("127.0.0.1")
+		if err != nil {
+			return nil, err
+		}
+		pf := &Postfix{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, Dir: dir, cfg: cfg, postfix: bin}
+		if !cfg.NoSTARTTLS {
+			if err := pf.writeCertFiles(1, cfg.KeyPEM, cfg.ChainPEM); err != nil {
+				return nil, err
+			}
+			pf.version = 1
+		}
+		if err := pf.writeMainCf(); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "master.cf"), []byte(masterCf(port)), 0o644); err != nil {
+			return nil, err
+		}
+		pf.p, err = startProc(dir, &syncBuffer{}, bin, "-c", dir, "start-fg")
+		if err != nil {
+			return nil, err
+		}
+		lastErr = poll(ctx, pf.p.exited, func(ctx context.Context) error { return smtpBanner(ctx, pf.Addr) })
+		if lastErr == nil {
+			return pf, nil
+		}
+		stopErr := pf.Stop()
+		log := pf.Log()
+		lastErr = fmt.Errorf("testbed: postfix not ready: %w (stop: %v)\npostfix log:\n%s", lastErr, stopErr, tail(log, 4000))
+		if !strings.Contains(log, "Address already in use") {
+			break
+		}
+	}
+	return nil, lastErr
+}
+
+// NewPostfix starts a private Postfix in a fresh temporary directory and
+// stops it when the test ends.
+func NewPostfix(tb testing.TB, cfg PostfixConfig) *Postfix {
+	tb.Helper()
+	Require(tb, "postfix", "postfix")
+	RequireRoot(tb, "a private Postfix instance")
+	pf, err := StartPostfix(context.Background(), tb.TempDir(), cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := pf.Stop(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return pf
+}
+
+// Log returns Postfix's output (maillog_file = /dev/stdout).
+func (pf *Postfix) Log() string { return pf.p.out.String() }
+
+// SwapCertificate installs a new key and chain (leaf first) and runs `postfix
+// reload`. The files are written under new names and main.cf is replaced
+// atomically, so no smtpd ever sees a key that does not match its chain. The
+// reload is asynchronous: smtpd processes that are busy finish their session
+// with the old certificate; poll for the new leaf.
+func (pf *Postfix) SwapCertificate(keyPEM, chainPEM []byte) error {
+	if pf.cfg.NoSTARTTLS {
+		return fmt.Errorf("testbed: postfix: SwapCertificate in NoSTARTTLS mode")
+	}
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	old := pf.version
+	if err := pf.writeCertFiles(old+1, keyPEM, chainPEM); err != nil {
+		return err
+	}
+	pf.version = old + 1
+	if err := pf.writeMainCf(); err != nil {
+		return err
+	}
+	out, err := exec.Command(pf.postfix, "-c", pf.Dir, "reload").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("testbed: postfix reload: %w: %s", err, out)
+	}
+	return nil
+}
+
+// Stop runs `postfix -c dir stop`, waits for the start-fg process and for the
+// port to close. Idempotent.
+func (pf *Postfix) Stop() error {
+	pf.once.Do(func() { pf.serr = pf.stop() })
+	return pf.serr
+}
+
+func (pf *Postfix) stop() error {
+	var errs []string
+	select {
+	case <-pf.p.exited:
+	default:
+		if out, err := exec.Command(pf.postfix, "-c", pf.Dir, "stop").CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Sprintf("postfix stop: %v: %s", err, strings.TrimSpace(string(out))))
+		}
+		select {
+		case <-pf.p.exited:
+		case <-time.After(15 * time.Second):
+			errs = append(errs, "start-fg did not exit after postfix stop")
+			_ = pf.p.stop(5 * time.Second)
+		}
+	}
+	// master is gone when start-fg returns; make sure nothing still listens.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := poll(ctx, nil, func(ctx context.Context) error {
+		c, err := net.DialTimeout("tcp", pf.Addr, time.Second)
+		if err != nil {
+			return nil
+		}
+		c.Close()
+		return fmt.Errorf("%s still accepts connections", pf.Addr)
+	})
+	if err != nil {
+		errs = append(errs, err.Error())
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("testbed: postfix %s: %s", pf.Dir, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func (pf *Postfix) certPaths(v int) (key, chain string) {
+	return filepath.Join(pf.Dir, fmt.Sprintf("key-%d.pem", v)), filepath.Join(pf.Dir, fmt.Sprintf("fullchain-%d.pem", v))
+}
+
+func (pf *Postfix) writeCertFiles(v int, keyPEM, chainPEM []byte) error {
+	k, c := pf.certPaths(v)
+	if err := writeAtomic(k, keyPEM, 0o600); err != nil {
+		return err
+	}
+	return writeAtomic(c, chainPEM, 0o644)
+}
+
+func (pf *Postfix) writeMainCf() error {
+	var b strings.Builder
+	fmt.Fprintf(&b, `compatibility_level = 3.6
+queue_directory = %s
+data_directory = %s
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+shlib_directory = /usr/lib/postfix
+meta_directory = /etc/postfix
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = %s
+mydomain = example.test
+mydestination =
+relay_domains =
+mynetworks = 127.0.0.0/8
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+maillog_file = /dev/stdout
+alias_maps =
+alias_database =
+local_recipient_maps =
+biff = no
+smtpd_banner = $myhostname ESMTP
+smtpd_tls_loglevel = 1
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+`, filepath.Join(pf.Dir, "spool"), filepath.Join(pf.Dir, "data"), pf.cfg.Hostname)
+	if pf.cfg.NoSTARTTLS {
+		b.WriteString("smtpd_tls_security_level = none\n")
+	} else {
+		k, c := pf.certPaths(pf.version)
+		fmt.Fprintf(&b, "smtpd_tls_security_level = may\nsmtpd_tls_chain_files = %s, %s\n", k, c)
+	}
+	for _, l := range pf.cfg.Extra {
+		b.WriteString(l + "\n")
+	}
+	return writeAtomic(filepath.Join(pf.Dir, "main.cf"), []byte(b.String()), 0o644)
+}
+
+// masterCf is Debian's master.cf reduced to what smtpd needs, with chroot
+// off everywhere and the public smtpd on 127.0.0.1:port.
+func masterCf(port int) string {
+	return fmt.Sprintf(`127.0.0.1:%d inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+`, port)
+}
+
+// smtpBanner connects to addr and expects a 220 greeting, then says QUIT.
+func smtpBanner(ctx context.Context, addr string) error {
+	d := net.Dialer{Timeout: 2 * time.Second}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("reading banner: %w", err)
+	}
+	if !strings.HasPrefix(line, "220") {
+		return fmt.Errorf("banner %q", strings.TrimSpace(line))
+	}
+	_, _ = c.Write([]byte("QUIT\r\n"))
+	return nil
+}
+
+// writeAtomic writes data to a temporary file next to path and renames it.
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+// makeSearchable adds o+x to dir and to those of its ancestors that lack it
+// and are owned by the current user (e.g. the 0700 directories of
+// t.TempDir), so that unprivileged Postfix daemons can reach dir.
+func makeSearchable(dir string) error {
+	for d := dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != os.Geteuid() {
+				return fmt.Errorf("testbed: postfix needs %s searchable by user postfix (mode %v, not ours to change)", d, fi.Mode().Perm())
+			}
+			if err := os.Chmod(d, fi.Mode().Perm()|0o011); err != nil {
+				return fmt.Errorf("testbed: postfix needs %s searchable by user postfix: %w", d, err)
+			}
+		}
+		if p := filepath.Dir(d); p == d {
+			return nil
+		}
+	}
+}
