@@ -94,6 +94,7 @@ record under _25._tcp.<mx-host>, of which at least one must match at every momen
 		Commands: []*cli.Command{
 			createCreate(),
 			createMatch(),
+			createCheck(),
 		},
 	}
 	for _, c := range app.Commands {

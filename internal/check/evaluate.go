@@ -1,0 +1,417 @@
+package check
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/tlsactl/tlsactl/internal/dnsx"
+	"github.com/tlsactl/tlsactl/tlsa"
+)
+
+// DomainObservation is what was seen of one mail domain's MX RRset.
+type DomainObservation struct {
+	Domain string
+	MX     *dnsx.MXResult // nil when Err is set
+	Err    error
+}
+
+// HostObservation is what was seen of one MX host: its addresses, its TLSA
+// RRset and a STARTTLS probe of each address.
+type HostObservation struct {
+	Host    string   // FQDN
+	Domains []string // the mail domains whose MX names this host
+	Port    uint16   // the SMTP port checked
+	Addrs   *dnsx.AddrsResult
+	AddrErr error
+	TLSA    *dnsx.TLSAResult // nil when TLSAErr is set
+	TLSAErr error
+	Probes  []ProbeObservation
+}
+
+// ProbeObservation is the STARTTLS probe of one address.
+type ProbeObservation struct {
+	Addr  netip.Addr
+	Probe Probe
+	Err   error
+}
+
+// Probe is what a STARTTLS probe saw. Connected is false when no SMTP
+// greeting was read; STARTTLSOffered says whether EHLO listed STARTTLS.
+type Probe struct {
+	Connected       bool
+	STARTTLSOffered bool
+	Chain           []*x509.Certificate // leaf first, as served; nil when no handshake
+	TLSVersion      string
+}
+
+// Policy holds the thresholds of the rules.
+type Policy struct {
+	WarnDays int       // warn when the leaf expires within this many days
+	Now      time.Time // the time for expiry and DANE-TA validity checks
+}
+
+// Report is the whole result of a check: JSON-ready.
+type Report struct {
+	Status   Severity       `json:"status"`
+	Domains  []DomainReport `json:"domains,omitempty"`
+	Hosts    []HostReport   `json:"hosts"`
+	Findings []Finding      `json:"findings"`
+}
+
+// DomainReport summarises one mail domain.
+type DomainReport struct {
+	Domain   string   `json:"domain"`
+	MXStatus string   `json:"mx_dnssec"`
+	MX       []string `json:"mx,omitempty"`
+	Error    string   `json:"error,omitempty"`
+}
+
+// HostReport summarises one MX host.
+type HostReport struct {
+	Host       string          `json:"host"`
+	Domains    []string        `json:"domains,omitempty"`
+	Status     Severity        `json:"status"`
+	AddrStatus string          `json:"address_dnssec"`
+	AddrError  string          `json:"address_error,omitempty"`
+	TLSA       TLSAReport      `json:"tlsa"`
+	Addresses  []AddressReport `json:"addresses"`
+}
+
+// TLSAReport is the TLSA RRset of a host as the validating resolver gave it.
+type TLSAReport struct {
+	Name    string   `json:"name"`
+	Status  string   `json:"dnssec"` // secure, insecure, bogus, failed, or nxdomain/nodata status
+	Present bool     `json:"present"`
+	Records []string `json:"records,omitempty"`
+	TTL     uint32   `json:"ttl,omitempty"`
+	Error   string   `json:"error,omitempty"`
+}
+
+// AddressReport is the outcome for one address of a host.
+type AddressReport struct {
+	Address         string        `json:"address"`
+	Status          Severity      `json:"status"`
+	STARTTLSOffered bool          `json:"starttls"`
+	Error           string        `json:"error,omitempty"`
+	TLSVersion      string        `json:"tls_version,omitempty"`
+	Chain           []CertInfo    `json:"chain,omitempty"`
+	Verdicts        []VerdictInfo `json:"verdicts,omitempty"`
+	Matched         int           `json:"matching_records"`
+	Usable          int           `json:"usable_records"`
+	NotAfter        *time.Time    `json:"not_after,omitempty"`
+	DaysToExpiry    *float64      `json:"days_to_expiry,omitempty"`
+}
+
+// CertInfo describes a served certificate.
+type CertInfo struct {
+	Subject    string    `json:"subject"`
+	Issuer     string    `json:"issuer"`
+	DNSNames   []string  `json:"dns_names,omitempty"`
+	NotAfter   time.Time `json:"not_after"`
+	SPKISHA256 string    `json:"spki_sha256"`
+}
+
+// VerdictInfo is a record's match result.
+type VerdictInfo struct {
+	Record  string      `json:"record"`
+	Usable  bool        `json:"usable"`
+	Matched bool        `json:"matched"`
+	Reason  tlsa.Reason `json:"reason"`
+	Detail  string      `json:"detail"`
+}
+
+// Evaluate applies the NCSC rules to the observations and returns the report.
+// It is pure: same observations and policy, same report.
+func Evaluate(domains []DomainObservation, hosts []HostObservation, p Policy) Report {
+	var rep Report
+	add := func(f Finding) { rep.Findings = append(rep.Findings, f) }
+	hostDANE := map[string]bool{}
+	for _, h := range hosts {
+		hr, fs := evaluateHost(h, p)
+		rep.Hosts = append(rep.Hosts, hr)
+		for _, f := range fs {
+			add(f)
+		}
+		hostDANE[h.Host] = hr.TLSA.Present && hr.TLSA.Status == dnsx.Secure.String()
+	}
+	for _, d := range domains {
+		dr, fs := evaluateDomain(d, hostDANE)
+		rep.Domains = append(rep.Domains, dr)
+		for _, f := range fs {
+			add(f)
+		}
+	}
+	for _, f := range rep.Findings {
+		rep.Status = Worst(rep.Status, f.Severity)
+	}
+	// Most severe first; within a severity, in observation order.
+	sort.SliceStable(rep.Findings, func(i, j int) bool { return rep.Findings[i].Severity.rank() > rep.Findings[j].Severity.rank() })
+	if rep.Findings == nil {
+		rep.Findings = []Finding{}
+	}
+	return rep
+}
+
+func evaluateDomain(d DomainObservation, hostDANE map[string]bool) (DomainReport, []Finding) {
+	dr := DomainReport{Domain: d.Domain}
+	var fs []Finding
+	f := func(sev Severity, code, format string, args ...any) {
+		fs = append(fs, Finding{Severity: sev, Code: code, Domain: d.Domain, Message: fmt.Sprintf(format, args...)})
+	}
+	if d.Err != nil {
+		dr.MXStatus, dr.Error = dnsx.StatusOf(d.Err).String(), d.Err.Error()
+		switch {
+		case errors.Is(d.Err, dnsx.ErrBogus):
+			f(Critical, "mx-bogus", "MX lookup is DNSSEC-bogus (the validating resolver answered SERVFAIL): DANE senders cannot deliver; fix the zone's signatures or DS")
+		case errors.Is(d.Err, dnsx.ErrNXDomain):
+			f(Critical, "domain-nxdomain", "the domain does not exist (NXDOMAIN)")
+		case errors.Is(d.Err, dnsx.ErrNoData):
+			// RFC 5321 §5.1 implicit MX: the caller checks the domain as a host.
+			f(OK, "mx-implicit", "no MX records: mail goes to the domain's own address (implicit MX)")
+		default:
+			f(Unknown, "mx-lookup-failed", "MX lookup failed: %v", d.Err)
+		}
+		return dr, fs
+	}
+	dr.MXStatus = d.MX.Status.String()
+	if d.MX.Null {
+		f(OK, "mx-null", "null MX (RFC 7505): the domain accepts no mail")
+		return dr, fs
+	}
+	if d.MX.Status != dnsx.Secure {
+		f(Warning, "mx-insecure", "the MX RRset is not DNSSEC-signed: senders do not use DANE for this domain (RFC 7672 §2.2.1); sign the zone")
+	}
+	var without []string
+	for _, mx := range d.MX.Hosts {
+		dr.MX = append(dr.MX, mx.Host)
+		if !hostDANE[mx.Host] {
+			without = append(without, strings.TrimSuffix(mx.Host, "."))
+		}
+	}
+	if len(without) > 0 && len(without) < len(d.MX.Hosts) {
+		f(Warning, "mx-unprotected", "MX host(s) %s have no secure TLSA while others do: an attacker can steer mail to them; publish TLSA for every MX host",
+			strings.Join(without, ", "))
+	}
+	return dr, fs
+}
+
+func evaluateHost(h HostObservation, p Policy) (HostReport, []Finding) {
+	hr := HostReport{Host: h.Host, Domains: h.Domains, TLSA: TLSAReport{Name: dnsx.TLSAName(h.Port, h.Host)}}
+	var fs []Finding
+	f := func(sev Severity, addr, code, format string, args ...any) {
+		fs = append(fs, Finding{Severity: sev, Code: code, Host: h.Host, Address: addr, Message: fmt.Sprintf(format, args...)})
+		hr.Status = Worst(hr.Status, sev)
+	}
+
+	// Addresses.
+	if h.Addrs != nil {
+		hr.AddrStatus = h.Addrs.Status.String()
+	}
+	if h.AddrErr != nil {
+		hr.AddrError = h.AddrErr.Error()
+		if hr.AddrStatus == "" {
+			hr.AddrStatus = dnsx.StatusOf(h.AddrErr).String()
+		}
+		switch {
+		case errors.Is(h.AddrErr, dnsx.ErrBogus):
+			f(Critical, "", "addr-bogus", "address lookup is DNSSEC-bogus: DANE senders cannot deliver to this host")
+		case errors.Is(h.AddrErr, dnsx.ErrNXDomain), errors.Is(h.AddrErr, dnsx.ErrNoData):
+			f(Critical, "", "addr-none", "the MX host has no A or AAAA records")
+		default:
+			f(Unknown, "", "addr-lookup-failed", "address lookup failed: %v", h.AddrErr)
+		}
+	} else if h.Addrs != nil && h.Addrs.Status != dnsx.Secure {
+		f(Warning, "", "addr-insecure", "the host's address records are not DNSSEC-signed: senders skip the TLSA lookup (RFC 7672 §2.2.2)")
+	}
+
+	// TLSA RRset.
+	var recs []tlsa.Record
+	switch {
+	case h.TLSAErr != nil:
+		var le *dnsx.LookupError
+		if errors.As(h.TLSAErr, &le) {
+			hr.TLSA.Name = le.Name
+		}
+		hr.TLSA.Status, hr.TLSA.Error = dnsx.StatusOf(h.TLSAErr).String(), h.TLSAErr.Error()
+		switch {
+		case errors.Is(h.TLSAErr, dnsx.ErrBogus):
+			f(Critical, "", "tlsa-bogus", "TLSA lookup at %s is DNSSEC-bogus (SERVFAIL from the validating resolver), not \"no TLSA\": DANE senders defer all mail; fix the signatures or the DS", hr.TLSA.Name)
+		case errors.Is(h.TLSAErr, dnsx.ErrNXDomain), errors.Is(h.TLSAErr, dnsx.ErrNoData):
+			f(Warning, "", "tlsa-none", "no TLSA record at %s: DANE is not in use for this host; publish a 3 1 1 and a 2 1 1 record", hr.TLSA.Name)
+		default:
+			f(Unknown, "", "tlsa-lookup-failed", "TLSA lookup failed: %v", h.TLSAErr)
+		}
+	case h.TLSA != nil:
+		hr.TLSA.Name, hr.TLSA.Status, hr.TLSA.TTL, hr.TLSA.Present = h.TLSA.Name, h.TLSA.Status.String(), h.TLSA.TTL, len(h.TLSA.Records) > 0
+		for _, r := range h.TLSA.Records {
+			rec := tlsa.Record{Usage: tlsa.Usage(r.Usage), Selector: tlsa.Selector(r.Selector), MatchingType: tlsa.MatchingType(r.MatchingType), Data: r.Data}
+			recs = append(recs, rec)
+			hr.TLSA.Records = append(hr.TLSA.Records, rec.String())
+		}
+		if h.TLSA.Status != dnsx.Secure {
+			f(Warning, "", "tlsa-insecure", "TLSA at %s is in an unsigned (insecure) zone: senders ignore it; sign the zone", h.TLSA.Name)
+			recs = nil // not used by senders; still probed for the report
+		}
+	}
+	dane := len(recs) > 0
+	if dane {
+		scheme(recs, func(sev Severity, code, msg string) { f(sev, "", code, "%s", msg) })
+	}
+
+	names := []string{h.Host}
+	if h.TLSA != nil && h.TLSA.BaseDomain != "" && h.TLSA.BaseDomain != h.Host {
+		names = []string{h.TLSA.BaseDomain, h.Host}
+	}
+	for _, po := range h.Probes {
+		ar := evaluateAddress(po, recs, dane, names, p, func(sev Severity, code, msg string) { f(sev, po.Addr.String(), code, "%s", msg) })
+		hr.Addresses = append(hr.Addresses, ar)
+	}
+	if hr.Addresses == nil {
+		hr.Addresses = []AddressReport{}
+	}
+	return hr, fs
+}
+
+// scheme checks that the RRset is a rollover scheme: at least two usable
+// records (current + next, or 3 1 1 + 2 1 1).
+func scheme(recs []tlsa.Record, f func(Severity, string, string)) {
+	usable := 0
+	for _, r := range recs {
+		if (r.Usage == tlsa.DANEEE || r.Usage == tlsa.DANETA) && r.Selector <= tlsa.SelectorSPKI && r.MatchingType <= tlsa.MatchSHA512 {
+			usable++
+		}
+	}
+	switch {
+	case usable == 0:
+		f(Critical, "tlsa-unusable", "the TLSA RRset has no record usable for SMTP (only PKIX-TA/PKIX-EE or unknown parameters): publish 3 1 1 and 2 1 1")
+	case usable == 1:
+		f(Warning, "tlsa-no-rollover", "only one usable TLSA record: no rollover scheme; publish both a 3 1 1 and a 2 1 1 record (NCSC) so a renewal never breaks delivery")
+	}
+}
+
+func evaluateAddress(po ProbeObservation, recs []tlsa.Record, dane bool, names []string, p Policy, f func(Severity, string, string)) AddressReport {
+	ar := AddressReport{Address: po.Addr.String(), STARTTLSOffered: po.Probe.STARTTLSOffered, TLSVersion: po.Probe.TLSVersion}
+	sev := func(s Severity, code, format string, args ...any) {
+		ar.Status = Worst(ar.Status, s)
+		f(s, code, fmt.Sprintf(format, args...))
+	}
+	failSev := Warning // STARTTLS problems without DANE are a warning
+	if dane {
+		failSev = Critical
+	}
+	if po.Err != nil {
+		ar.Error = po.Err.Error()
+		switch {
+		case !po.Probe.Connected:
+			sev(failSev, "smtp-unreachable", "cannot talk SMTP: %v", po.Err)
+		case !po.Probe.STARTTLSOffered:
+			sev(failSev, "starttls-missing", "the server does not offer STARTTLS in its EHLO reply (a firewall may strip it)%s", ifDANE(dane, ": DANE senders will not deliver"))
+		default:
+			sev(failSev, "starttls-failed", "STARTTLS failed: %v", po.Err)
+		}
+		return ar
+	}
+	chain := po.Probe.Chain
+	for _, c := range chain {
+		ar.Chain = append(ar.Chain, certInfo(c))
+	}
+	if len(chain) > 0 {
+		leaf := chain[0]
+		na := leaf.NotAfter.UTC()
+		days := math.Floor(leaf.NotAfter.Sub(p.Now).Hours()/24*10) / 10
+		ar.NotAfter, ar.DaysToExpiry = &na, &days
+		switch {
+		case p.Now.After(leaf.NotAfter):
+			sev(Warning, "cert-expired", "the certificate expired on %s (DANE-EE still accepts it, RFC 7672 §3.1.1, but renew it)", na.Format("2006-01-02"))
+		case days < float64(p.WarnDays):
+			sev(Warning, "cert-expiring", "the certificate expires in %.1f days (%s)", days, na.Format("2006-01-02"))
+		}
+		if !nameInSAN(leaf, names[0]) {
+			sev(Warning, "cert-name", "the certificate's names %v do not include the MX host %s (NCSC: put the MX host name in the SAN)", leaf.DNSNames, strings.TrimSuffix(names[0], "."))
+		}
+	}
+	if !dane {
+		return ar
+	}
+	res := tlsa.Match(chain, recs, tlsa.MatchOptions{Names: names, Now: p.Now})
+	for _, v := range res.Verdicts {
+		ar.Verdicts = append(ar.Verdicts, VerdictInfo{Record: v.Record.String(), Usable: v.Usable, Matched: v.Matched, Reason: v.Reason, Detail: v.Detail})
+	}
+	ar.Matched, ar.Usable = res.MatchedCount(), res.UsableCount()
+	switch {
+	case ar.Matched == 0:
+		sev(Critical, "tlsa-none-match", "no usable TLSA record matches the served chain: DANE senders defer mail to this host; %s", firstReason(res))
+	case ar.Matched < ar.Usable && !nextKeyPublished(res):
+		sev(Warning, "tlsa-partial-match", "only %d of %d usable TLSA records match; one more mistake breaks delivery: %s", ar.Matched, ar.Usable, firstReason(res))
+	}
+	if hasTA(recs) && len(chain) == 1 {
+		sev(Warning, "chain-incomplete", "a 2 x x record is published but the server sends only its own certificate: send the whole chain up to the CA (NCSC)")
+	}
+	return ar
+}
+
+// nextKeyPublished reports whether the non-matching records are all DANE-EE
+// and a DANE-EE record matches: the RFC 7671 §8.1 current + next scheme, where
+// the next key's record is not supposed to match yet.
+func nextKeyPublished(res tlsa.Result) bool {
+	eeMatch := false
+	for _, v := range res.Verdicts {
+		if !v.Usable {
+			continue
+		}
+		if v.Record.Usage != tlsa.DANEEE {
+			if !v.Matched {
+				return false
+			}
+			continue
+		}
+		if v.Matched {
+			eeMatch = true
+		}
+	}
+	return eeMatch
+}
+
+func firstReason(res tlsa.Result) string {
+	var parts []string
+	for _, v := range res.Verdicts {
+		if v.Usable && !v.Matched {
+			parts = append(parts, fmt.Sprintf("%d %d %d: %s (%s)", v.Record.Usage, v.Record.Selector, v.Record.MatchingType, v.Reason, v.Detail))
+		}
+	}
+	if len(parts) == 0 {
+		return "no usable records"
+	}
+	return strings.Join(parts, "; ")
+}
+
+func hasTA(recs []tlsa.Record) bool {
+	for _, r := range recs {
+		if r.Usage == tlsa.DANETA {
+			return true
+		}
+	}
+	return false
+}
+
+func ifDANE(dane bool, s string) string {
+	if dane {
+		return s
+	}
+	return ""
+}
+
+func nameInSAN(c *x509.Certificate, host string) bool {
+	return c.VerifyHostname(strings.TrimSuffix(host, ".")) == nil
+}
+
+func certInfo(c *x509.Certificate) CertInfo {
+	r, _ := tlsa.Compute(tlsa.Material{Kind: tlsa.KindCertificate, Certificate: c, SPKI: c.RawSubjectPublicKeyInfo}, tlsa.DANEEE, tlsa.SelectorSPKI, tlsa.MatchSHA256)
+	return CertInfo{Subject: c.Subject.String(), Issuer: c.Issuer.String(), DNSNames: c.DNSNames, NotAfter: c.NotAfter.UTC(), SPKISHA256: fmt.Sprintf("%x", r.Data)}
+}

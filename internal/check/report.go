@@ -1,0 +1,94 @@
+// Package check inventories the MX hosts of mail domains and checks each one
+// against the NCSC DANE rules: TLSA present and DNSSEC-secure, STARTTLS
+// offered, at least one usable record matching the served chain on every
+// address, a rollover scheme of two records, and certificate expiry.
+//
+// Observation (DNS through a validating resolver, STARTTLS probes) is kept
+// apart from evaluation: [Evaluate] is a pure function from what was observed
+// to findings, so the rules are tested without servers. Results are values;
+// printing is the caller's job.
+package check
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Severity follows the monitoring-plugin convention: its value is the exit
+// code of `tlsactl check`.
+type Severity int
+
+// Severities, in the order of their exit codes.
+const (
+	OK       Severity = 0
+	Warning  Severity = 1
+	Critical Severity = 2
+	Unknown  Severity = 3
+)
+
+// String returns the monitoring-plugin name of the severity.
+func (s Severity) String() string {
+	switch s {
+	case OK:
+		return "OK"
+	case Warning:
+		return "WARNING"
+	case Critical:
+		return "CRITICAL"
+	case Unknown:
+		return "UNKNOWN"
+	}
+	return fmt.Sprintf("SEVERITY(%d)", int(s))
+}
+
+// MarshalText renders the severity by name in JSON.
+func (s Severity) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// rank orders severities for "worst of": CRITICAL > UNKNOWN > WARNING > OK.
+// A definite failure outranks not knowing.
+func (s Severity) rank() int {
+	switch s {
+	case Critical:
+		return 3
+	case Unknown:
+		return 2
+	case Warning:
+		return 1
+	}
+	return 0
+}
+
+// Worst returns the more severe of a and b.
+func Worst(a, b Severity) Severity {
+	if b.rank() > a.rank() {
+		return b
+	}
+	return a
+}
+
+// Finding is one thing a person can act on.
+type Finding struct {
+	Severity Severity `json:"severity"`
+	Code     string   `json:"code"`              // stable identifier, e.g. "tlsa-none-match"
+	Domain   string   `json:"domain,omitempty"`  // mail domain, for domain-level findings
+	Host     string   `json:"host,omitempty"`    // MX host
+	Address  string   `json:"address,omitempty"` // IP address
+	Message  string   `json:"message"`
+}
+
+// String renders the finding as one line: "CRITICAL mail.example.nl [192.0.2.1]: message".
+func (f Finding) String() string {
+	var b strings.Builder
+	b.WriteString(f.Severity.String())
+	switch {
+	case f.Host != "":
+		b.WriteString(" " + strings.TrimSuffix(f.Host, "."))
+		if f.Address != "" {
+			b.WriteString(" [" + f.Address + "]")
+		}
+	case f.Domain != "":
+		b.WriteString(" " + strings.TrimSuffix(f.Domain, "."))
+	}
+	b.WriteString(": " + f.Message)
+	return b.String()
+}
