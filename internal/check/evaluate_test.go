@@ -51,8 +51,8 @@ func hostObs(host string, chain []*x509.Certificate, status dnsx.Status, recs ..
 	a := netip.MustParseAddr("127.0.0.1")
 	return HostObservation{
 		Host: host, Port: 25,
-		Addrs: &dnsx.AddrsResult{Host: host, Addrs: []netip.Addr{a}, Status: dnsx.Secure},
-		TLSA:  &dnsx.TLSAResult{Name: "_25._tcp." + host, BaseDomain: host, Records: recs, Status: status, TTL: 300},
+		Addrs:  &dnsx.AddrsResult{Host: host, Addrs: []netip.Addr{a}, Status: dnsx.Secure},
+		TLSA:   &dnsx.TLSAResult{Name: "_25._tcp." + host, BaseDomain: host, Records: recs, Status: status, TTL: 300},
 		Probes: []ProbeObservation{{Addr: a, Probe: Probe{Connected: true, STARTTLSOffered: true, Chain: chain, TLSVersion: "TLS 1.3"}}},
 	}
 }

@@ -165,17 +165,17 @@ func codes(rep check.Report) map[string]check.Severity {
 // scenario is one MX host set up in the test bed and what tlsactl must say
 // about it.
 type scenario struct {
-	name   string
-	zone   string
-	chain  func(t *testing.T) *testbed.Chain
-	serve  func(c *testbed.Chain) tls.Certificate // what the server sends; nil: leaf + intermediate
-	mode   testbed.SMTPMode
+	name  string
+	zone  string
+	chain func(t *testing.T) *testbed.Chain
+	serve func(c *testbed.Chain) tls.Certificate // what the server sends; nil: leaf + intermediate
+	mode  testbed.SMTPMode
 	// postfix serves the chain from a real Postfix instead of the Go server.
 	postfix bool
-	tlsa   func(t *testing.T, c *testbed.Chain) []string // RDATA
-	want   check.Severity
-	codes  []string // finding codes that must be present
-	reason tlsa.Reason
+	tlsa    func(t *testing.T, c *testbed.Chain) []string // RDATA
+	want    check.Severity
+	codes   []string // finding codes that must be present
+	reason  tlsa.Reason
 }
 
 func wrongChain(t *testing.T) *testbed.Chain {
