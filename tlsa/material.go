@@ -126,9 +126,16 @@ func ParseMaterial(name string, data []byte) ([]Material, error) {
 	rest := data
 	for n := 1; ; n++ {
 		var block *pem.Block
+		before := rest
 		block, rest = pem.Decode(rest)
 		if block == nil {
 			break
+		}
+		// pem.Decode silently skips a damaged block and returns the next
+		// good one: a second BEGIN line in what it consumed is such a block.
+		if bytes.Count(before[:len(before)-len(rest)], pemBegin) > 1 {
+			return nil, &MaterialError{Source: name, Err: ErrMalformed, Found: fmt.Sprintf("a PEM block before block %d that is truncated or damaged", n),
+				Hint: "the -----END----- line is missing or the base64 is broken; copy the file again"}
 		}
 		m, skip, err := parseBlock(block)
 		if err != nil {

@@ -53,10 +53,16 @@ func HostName(host string) (string, error) {
 		h = a
 	}
 	h = dns.Fqdn(h)
-	if _, ok := dns.IsDomainName(h); !ok || h == "." || strings.ContainsAny(h, " \t/\\@") {
+	if _, ok := dns.IsDomainName(h); !ok || h == "." || strings.ContainsFunc(h, badHostRune) {
 		return "", fmt.Errorf("%w: host %q is not a valid DNS name", ErrBadName, host)
 	}
 	return h, nil
+}
+
+// badHostRune reports characters that have no place in a host name and would
+// break or inject into a zone-file line: controls, white space, and / \ @ ; ( ) ".
+func badHostRune(r rune) bool {
+	return r <= ' ' || r == 0x7f || strings.ContainsRune("/\\@;()\"", r)
 }
 
 func isASCII(s string) bool {

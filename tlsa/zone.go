@@ -44,7 +44,8 @@ func ParseZone(text, origin, source string) ([]RR, error) {
 // ParseRRSet reads a TLSA RRset from text that is either one bare record per
 // line ("3 1 1 abcd…", '#' or ';' comments and blank lines allowed) or a
 // zone-file fragment (see [ParseZone]). Which one is decided by the first
-// record line: bare when it starts with a digit. It returns the records in
+// record line: bare when it starts with a digit, "IN", "TLSA", "TYPE52" or
+// `\#` (forms [ParseRecord] takes). It returns the records in
 // input order, and an error naming the line for any malformed record or when
 // no record is found.
 func ParseRRSet(text, source string) ([]Record, error) {
@@ -58,7 +59,7 @@ func ParseRRSet(text, source string) ([]Record, error) {
 		if l == "" || strings.HasPrefix(l, "#") || strings.HasPrefix(l, ";") {
 			continue
 		}
-		if len(recs) == 0 && (l[0] < '0' || l[0] > '9') {
+		if len(recs) == 0 && !bareLine(l) {
 			return parseZoneRecords(text, source)
 		}
 		r, err := ParseRecord(l)
@@ -74,6 +75,15 @@ func ParseRRSet(text, source string) ([]Record, error) {
 		return nil, fmt.Errorf("%s: %w: no TLSA record found", source, ErrBadRecord)
 	}
 	return recs, nil
+}
+
+// bareLine reports whether l starts like RDATA rather than a zone-file line.
+func bareLine(l string) bool {
+	if l[0] >= '0' && l[0] <= '9' {
+		return true
+	}
+	first := strings.ToUpper(strings.Fields(l)[0])
+	return first == "IN" || first == "TLSA" || first == "TYPE52" || first == `\#`
 }
 
 func parseZoneRecords(text, source string) ([]Record, error) {
