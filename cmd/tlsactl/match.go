@@ -46,8 +46,8 @@ EXAMPLES:
    dig +short TLSA _25._tcp.mail.example.nl > rrset.txt
    tlsactl match --chain fullchain.pem --host mail.example.nl --rrset rrset.txt --json`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: flagChain, Required: true, Usage: "served certificate chain `FILE`, leaf first (PEM or DER)"},
-			&cli.StringFlag{Name: flagHost, Required: true, Usage: "the MX host name the chain is served for (DANE-TA name check)"},
+			&cli.StringFlag{Name: flagChain, Usage: "served certificate chain `FILE`, leaf first (PEM or DER)"},
+			&cli.StringFlag{Name: flagHost, Usage: "the MX host name the chain is served for (DANE-TA name check)"},
 			&cli.StringSliceFlag{Name: flagRecord, Usage: `TLSA RDATA such as "3 1 1 <hex>" (repeatable)`},
 			&cli.StringFlag{Name: flagRRSet, Usage: "`FILE` of TLSA records: one \"3 1 1 <hex>\" per line (dig +short output) or zone-file lines"},
 			&cli.StringSliceFlag{Name: flagName, Usage: "additional reference `NAME` for DANE-TA name checks (the MX name before CNAME expansion, the next-hop domain)"},
@@ -79,6 +79,11 @@ type verdictJSON struct {
 func runMatch(c *cli.Context) error {
 	if c.NArg() != 0 {
 		return badInput(fmt.Errorf("match takes no positional arguments, got %q (use --host, --chain, --record)", c.Args().Slice()))
+	}
+	// Checked here, not with Required: urfave/cli prints the whole help to
+	// stdout for a missing required flag.
+	if c.String(flagChain) == "" || c.String(flagHost) == "" {
+		return badInput(errors.New("match needs --chain FILE and --host NAME (see --help)"))
 	}
 	host, err := tlsa.HostName(c.String(flagHost))
 	if err != nil {
