@@ -12,6 +12,7 @@ import (
 
 	"github.com/tlsactl/tlsactl/internal/check"
 	"github.com/tlsactl/tlsactl/internal/dnsx"
+	"github.com/tlsactl/tlsactl/internal/starttls"
 	"github.com/urfave/cli/v2"
 )
 
@@ -22,6 +23,7 @@ const (
 	flagTimeout     = "timeout"
 	flagPrometheus  = "prometheus"
 	flagCheckHost   = "host"
+	flagStartTLS    = "starttls"
 )
 
 func createCheck() *cli.Command {
@@ -57,6 +59,7 @@ EXAMPLES:
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: flagResolver, EnvVars: []string{"TLSACTL_RESOLVER"}, Usage: "validating resolver `ADDR` (host or host:port; default: first nameserver of /etc/resolv.conf)"},
 			&cli.UintFlag{Name: flagPort, Aliases: []string{"p"}, Value: 25, Usage: "SMTP port to probe and to look up TLSA for"},
+			&cli.StringFlag{Name: flagStartTLS, Aliases: []string{"t"}, Value: "auto", Usage: "how TLS starts: smtp, imap, pop3, none (direct TLS) or auto (by port: 25/587 smtp, 143 imap, 110 pop3, 465/993/995/443 direct; smtp otherwise)"},
 			&cli.StringSliceFlag{Name: flagCheckHost, Usage: "check this MX `HOST` directly (repeatable)"},
 			&cli.IntFlag{Name: flagWarnDays, Value: 14, Usage: "warn when a certificate expires within `DAYS`"},
 			&cli.IntFlag{Name: flagConcurrency, Value: 32, Usage: "hosts checked at once"},
@@ -82,16 +85,19 @@ func runCheck(c *cli.Context) error {
 	if c.Int(flagConcurrency) < 1 {
 		return unknown(fmt.Errorf("--concurrency %d: want at least 1", c.Int(flagConcurrency)))
 	}
+	proto, err := starttls.ParseProtocol(c.String(flagStartTLS))
+	if err != nil {
+		return unknown(fmt.Errorf("--starttls: %w", err))
+	}
 	addr := c.String(flagResolver)
 	if addr == "" {
-		var err error
 		if addr, err = dnsx.SystemResolver(); err != nil {
 			return unknown(fmt.Errorf("no resolver: %w; give --resolver ADDR", err))
 		}
 	}
 	cfg := check.Config{
 		Resolver:    &dnsx.Resolver{Addr: addr},
-		Prober:      check.STARTTLSProber{},
+		Prober:      check.STARTTLSProber{Protocol: proto},
 		Port:        uint16(port),
 		Concurrency: c.Int(flagConcurrency),
 		HostTimeout: c.Duration(flagTimeout),
@@ -103,7 +109,6 @@ func runCheck(c *cli.Context) error {
 			return unknown(err)
 		}
 	}
-	var err error
 	if c.Bool(flagJSON) {
 		enc := json.NewEncoder(c.App.Writer)
 		enc.SetIndent("", "  ")
