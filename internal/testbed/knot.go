@@ -142,16 +142,7 @@ func StartKnot(ctx context.Context, dir string, cfg KnotConfig) (*Knot, error) {
 func NewKnot(tb testing.TB, cfg KnotConfig) *Knot {
 	tb.Helper()
 	Require(tb, "knotd", "knot")
-	k, err := StartKnot(context.Background(), tb.TempDir(), cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		if err := k.Stop(); err != nil {
-			tb.Error(err)
-		}
-	})
-	return k
+	return startForTest(tb, func(ctx context.Context, dir string) (*Knot, error) { return StartKnot(ctx, dir, cfg) })
 }
 
 // Log returns what knotd has logged so far.

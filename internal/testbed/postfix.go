@@ -138,16 +138,7 @@ func NewPostfix(tb testing.TB, cfg PostfixConfig) *Postfix {
 	tb.Helper()
 	Require(tb, "postfix", "postfix")
 	RequireRoot(tb, "a private Postfix instance")
-	pf, err := StartPostfix(context.Background(), tb.TempDir(), cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		if err := pf.Stop(); err != nil {
-			tb.Error(err)
-		}
-	})
-	return pf
+	return startForTest(tb, func(ctx context.Context, dir string) (*Postfix, error) { return StartPostfix(ctx, dir, cfg) })
 }
 
 // Log returns Postfix's output (maillog_file = /dev/stdout).

@@ -212,3 +212,19 @@ func ensureDir(dir string) error {
 	}
 	return os.MkdirAll(dir, 0o755)
 }
+
+// startForTest starts a server in a fresh temporary directory, fails the test
+// if it does not come up, and stops it when the test ends.
+func startForTest[S interface{ Stop() error }](tb testing.TB, start func(context.Context, string) (S, error)) S {
+	tb.Helper()
+	s, err := start(context.Background(), tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return s
+}

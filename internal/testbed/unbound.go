@@ -127,16 +127,7 @@ func StartUnbound(ctx context.Context, dir string, cfg UnboundConfig) (*Unbound,
 func NewUnbound(tb testing.TB, cfg UnboundConfig) *Unbound {
 	tb.Helper()
 	Require(tb, "unbound", "unbound")
-	u, err := StartUnbound(context.Background(), tb.TempDir(), cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		if err := u.Stop(); err != nil {
-			tb.Error(err)
-		}
-	})
-	return u
+	return startForTest(tb, func(ctx context.Context, dir string) (*Unbound, error) { return StartUnbound(ctx, dir, cfg) })
 }
 
 func (u *Unbound) config(cfg UnboundConfig, ip string, port int) string {
