@@ -4,6 +4,8 @@ go 1.26
 
 require (
 	github.com/emersion/go-smtp v0.25.1
+	github.com/libdns/libdns v1.1.1
+	github.com/libdns/rfc2136 v1.0.1
 	github.com/miekg/dns v1.1.73
 	github.com/rogpeppe/go-internal v1.16.0
 	github.com/urfave/cli/v2 v2.27.7

@@ -1,0 +1,139 @@
+package providers
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/libdns/libdns"
+	"github.com/miekg/dns"
+	"github.com/tlsactl/tlsactl/tlsa"
+)
+
+// RRSet is a TLSA RRset as a provider holds it.
+type RRSet struct {
+	Owner   string // FQDN, e.g. "_25._tcp.mail.example.nl."
+	TTL     time.Duration
+	Records []tlsa.Record
+}
+
+// GetTLSA reads the TLSA RRset at owner from the provider's zone. Records of
+// other types and names (RRSIG, NSEC, DNSKEY, … that RFC 2136 zone transfers
+// return) are filtered out. An empty RRset is a result, not an error.
+func GetTLSA(ctx context.Context, p libdns.RecordGetter, zone, owner string) (RRSet, error) {
+	zone, owner = dns.Fqdn(zone), dns.Fqdn(owner)
+	rel, err := relative(owner, zone)
+	if err != nil {
+		return RRSet{}, err
+	}
+	recs, err := p.GetRecords(ctx, zone)
+	if err != nil {
+		return RRSet{}, fmt.Errorf("reading zone %s: %w", zone, err)
+	}
+	set := RRSet{Owner: owner}
+	for _, r := range recs {
+		rr := r.RR()
+		if !strings.EqualFold(rr.Type, "TLSA") || !strings.EqualFold(strings.TrimSuffix(rr.Name, "."), strings.TrimSuffix(rel, ".")) {
+			continue
+		}
+		rec, err := tlsa.ParseRecord(rr.Data)
+		if err != nil {
+			return RRSet{}, fmt.Errorf("zone %s holds a TLSA record at %s the provider returned as %q: %w", zone, owner, rr.Data, err)
+		}
+		set.Records = append(set.Records, rec)
+		set.TTL = rr.TTL
+	}
+	return set, nil
+}
+
+// LibdnsRecords converts a TLSA RRset into libdns records relative to zone:
+// libdns.RR{Type: "TLSA", Data: "3 1 1 <hex>"}.
+func LibdnsRecords(set RRSet, zone string) ([]libdns.Record, error) {
+	rel, err := relative(dns.Fqdn(set.Owner), dns.Fqdn(zone))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]libdns.Record, len(set.Records))
+	for i, r := range set.Records {
+		out[i] = libdns.RR{Name: rel, TTL: set.TTL, Type: "TLSA", Data: r.String()}
+	}
+	return out, nil
+}
+
+// relative returns owner relative to zone ("@" for the apex), or an error
+// when owner is not in zone.
+func relative(owner, zone string) (string, error) {
+	if !dns.IsSubDomain(zone, owner) {
+		return "", fmt.Errorf("%s is not in zone %s", owner, zone)
+	}
+	return libdns.RelativeName(owner, zone), nil
+}
+
+// Change is the difference between two TLSA RRsets.
+type Change struct {
+	Add    []tlsa.Record
+	Remove []tlsa.Record
+	Keep   []tlsa.Record
+}
+
+// Empty reports whether the change does nothing.
+func (c Change) Empty() bool { return len(c.Add) == 0 && len(c.Remove) == 0 }
+
+// Diff returns what turns current into want. Records are compared as bytes.
+func Diff(current, want []tlsa.Record) Change {
+	var c Change
+	for _, w := range want {
+		if containsRecord(current, w) {
+			c.Keep = append(c.Keep, w)
+		} else if !containsRecord(c.Add, w) {
+			c.Add = append(c.Add, w)
+		}
+	}
+	for _, r := range current {
+		if !containsRecord(want, r) {
+			c.Remove = append(c.Remove, r)
+		}
+	}
+	return c
+}
+
+func containsRecord(list []tlsa.Record, r tlsa.Record) bool {
+	for _, x := range list {
+		if x.Equal(r) {
+			return true
+		}
+	}
+	return false
+}
+
+// SetTLSA makes the provider's TLSA RRset at want.Owner exactly want, in one
+// provider call where possible: SetRecords replaces the RRset (for RFC 2136
+// one atomic UPDATE message); an empty want deletes the RRset. It returns
+// what the provider reports it wrote or deleted.
+func SetTLSA(ctx context.Context, p Provider, zone string, current, want RRSet) ([]libdns.Record, error) {
+	zone = dns.Fqdn(zone)
+	if len(want.Records) == 0 {
+		old, err := LibdnsRecords(current, zone)
+		if err != nil {
+			return nil, err
+		}
+		if len(old) == 0 {
+			return nil, nil
+		}
+		done, err := p.DeleteRecords(ctx, zone, old)
+		if err != nil {
+			return nil, fmt.Errorf("deleting TLSA at %s: %w", current.Owner, err)
+		}
+		return done, nil
+	}
+	recs, err := LibdnsRecords(want, zone)
+	if err != nil {
+		return nil, err
+	}
+	done, err := p.SetRecords(ctx, zone, recs)
+	if err != nil {
+		return nil, fmt.Errorf("setting TLSA at %s: %w", want.Owner, err)
+	}
+	return done, nil
+}
