@@ -1,0 +1,166 @@
+// Package config reads tlsactl's configuration file: the validating resolver,
+// the DNS provider and the MX hosts tlsactl manages. The format is TOML; see
+// examples/tlsactl.toml. Secrets are never written in it: providers read
+// them from files named here or from environment variables.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+	"github.com/miekg/dns"
+)
+
+// ErrConfig is wrapped by every error about the configuration file.
+var ErrConfig = errors.New("configuration")
+
+// Config is the whole file.
+type Config struct {
+	// Resolver is the validating resolver (host or host:port) used for
+	// lookups, zone discovery and probes; empty: /etc/resolv.conf.
+	Resolver string `toml:"resolver"`
+	// Provider is the DNS provider that publishes TLSA records.
+	Provider Provider `toml:"provider"`
+	// Hosts are the MX hosts under management.
+	Hosts []Host `toml:"host"`
+}
+
+// Provider names a providers.Factory and its plain settings. Every key other
+// than "name" is passed to the provider as a setting (e.g. server,
+// tsig_key_file, token_file).
+type Provider struct {
+	Name     string
+	Settings map[string]string
+}
+
+// UnmarshalTOML reads the [provider] table: name plus free-form settings.
+func (p *Provider) UnmarshalTOML(v any) error {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return fmt.Errorf("[provider] must be a table")
+	}
+	p.Settings = map[string]string{}
+	for k, val := range m {
+		var s string
+		switch x := val.(type) {
+		case string:
+			s = x
+		case int64:
+			s = fmt.Sprint(x)
+		case bool:
+			s = fmt.Sprint(x)
+		default:
+			return fmt.Errorf("[provider] %s: want a string, number or boolean", k)
+		}
+		if k == "name" {
+			p.Name = s
+		} else {
+			p.Settings[k] = s
+		}
+	}
+	return nil
+}
+
+// Host is one MX host.
+type Host struct {
+	Name string `toml:"name"` // e.g. "mail.example.nl"
+	Port int    `toml:"port"` // SMTP port; 25 when zero
+	Zone string `toml:"zone"` // the zone holding _25._tcp.<name>; discovered when empty
+	TTL  int    `toml:"ttl"`  // TTL of published TLSA records; 3600 when zero
+}
+
+// Load reads and checks the file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+	}
+	return Parse(b, path)
+}
+
+// Parse reads configuration text; source names it in errors.
+func Parse(b []byte, source string) (*Config, error) {
+	var c Config
+	md, err := toml.NewDecoder(bytes.NewReader(b)).Decode(&c)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("%w: %s:%d: %s", ErrConfig, source, pe.Position.Line, pe.Message)
+		}
+		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, source, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		var keys []string
+		for _, k := range und {
+			if len(k) > 0 && k[0] == "provider" {
+				continue // free-form provider settings
+			}
+			keys = append(keys, k.String())
+		}
+		if len(keys) > 0 {
+			sort.Strings(keys)
+			return nil, fmt.Errorf("%w: %s: unknown key(s) %s (see examples/tlsactl.toml)", ErrConfig, source, strings.Join(keys, ", "))
+		}
+	}
+	seen := map[string]bool{}
+	for i := range c.Hosts {
+		h := &c.Hosts[i]
+		if h.Name == "" {
+			return nil, fmt.Errorf("%w: %s: [[host]] number %d has no name", ErrConfig, source, i+1)
+		}
+		if _, ok := dns.IsDomainName(h.Name); !ok {
+			return nil, fmt.Errorf("%w: %s: host %q is not a DNS name", ErrConfig, source, h.Name)
+		}
+		h.Name = strings.ToLower(dns.Fqdn(h.Name))
+		if h.Zone != "" {
+			h.Zone = strings.ToLower(dns.Fqdn(h.Zone))
+			if !dns.IsSubDomain(h.Zone, h.Name) {
+				return nil, fmt.Errorf("%w: %s: host %s is not in zone %s", ErrConfig, source, h.Name, h.Zone)
+			}
+		}
+		if h.Port == 0 {
+			h.Port = 25
+		}
+		if h.Port < 1 || h.Port > 65535 {
+			return nil, fmt.Errorf("%w: %s: host %s: port %d out of range", ErrConfig, source, h.Name, h.Port)
+		}
+		if h.TTL == 0 {
+			h.TTL = 3600
+		}
+		if h.TTL < 0 || h.TTL > 2147483647 {
+			return nil, fmt.Errorf("%w: %s: host %s: ttl %d out of range", ErrConfig, source, h.Name, h.TTL)
+		}
+		key := fmt.Sprintf("%s:%d", h.Name, h.Port)
+		if seen[key] {
+			return nil, fmt.Errorf("%w: %s: host %s port %d is listed twice", ErrConfig, source, h.Name, h.Port)
+		}
+		seen[key] = true
+	}
+	for _, secret := range []string{"key", "secret", "token", "password", "api_key", "api_token", "private_key", "application_secret", "consumer_key", "secret_access_key"} {
+		if _, ok := c.Provider.Settings[secret]; ok {
+			return nil, fmt.Errorf("%w: %s: [provider] %s must not be written in the configuration file: use %s_file = \"/path\" (mode 0600) or the provider's environment variable", ErrConfig, source, secret, secret)
+		}
+	}
+	return &c, nil
+}
+
+// Host returns the configured host with name (any case, with or without the
+// trailing dot) and port (0: any port), or nil.
+func (c *Config) Host(name string, port int) *Host {
+	name = strings.ToLower(dns.Fqdn(name))
+	for i := range c.Hosts {
+		if c.Hosts[i].Name == name && (port == 0 || c.Hosts[i].Port == port) {
+			return &c.Hosts[i]
+		}
+	}
+	return nil
+}
