@@ -72,7 +72,11 @@ func (s Settings) env(name string) string {
 // history. The error never contains the secret.
 func (s Settings) Secret(key, env string) (string, error) {
 	if _, ok := s.Values[key]; ok {
-		return "", fmt.Errorf("%w: %q must not be written in the configuration: put it in a file (%s_file = \"/etc/tlsactl/%s\", mode 0600) or in $%s", ErrConfig, key, key, key, env)
+		orEnv := ""
+		if env != "" {
+			orEnv = " or in $" + env
+		}
+		return "", fmt.Errorf("%w: %q must not be written in the configuration: put it in a file (%s_file = \"/etc/tlsactl/%s\", mode 0600)%s", ErrConfig, key, key, key, orEnv)
 	}
 	path := s.Values[key+"_file"]
 	if path == "" && env != "" {
@@ -97,6 +101,9 @@ func (s Settings) Secret(key, env string) (string, error) {
 		if v := s.env(env); v != "" {
 			return v, nil
 		}
+	}
+	if env == "" {
+		return "", fmt.Errorf("%w: missing %s: set %s_file in the configuration", ErrConfig, key, key)
 	}
 	return "", fmt.Errorf("%w: missing %s: set %s_file in the configuration, or $%s or $%s_FILE", ErrConfig, key, key, env, env)
 }

@@ -22,7 +22,7 @@ type RRSet struct {
 // other types and names (RRSIG, NSEC, DNSKEY, … that RFC 2136 zone transfers
 // return) are filtered out. An empty RRset is a result, not an error.
 func GetTLSA(ctx context.Context, p libdns.RecordGetter, zone, owner string) (RRSet, error) {
-	zone, owner = dns.Fqdn(zone), dns.Fqdn(owner)
+	zone, owner = dns.CanonicalName(zone), dns.CanonicalName(owner)
 	rel, err := relative(owner, zone)
 	if err != nil {
 		return RRSet{}, err
@@ -50,7 +50,7 @@ func GetTLSA(ctx context.Context, p libdns.RecordGetter, zone, owner string) (RR
 // LibdnsRecords converts a TLSA RRset into libdns records relative to zone:
 // libdns.RR{Type: "TLSA", Data: "3 1 1 <hex>"}.
 func LibdnsRecords(set RRSet, zone string) ([]libdns.Record, error) {
-	rel, err := relative(dns.Fqdn(set.Owner), dns.Fqdn(zone))
+	rel, err := relative(set.Owner, zone)
 	if err != nil {
 		return nil, err
 	}
@@ -61,13 +61,24 @@ func LibdnsRecords(set RRSet, zone string) ([]libdns.Record, error) {
 	return out, nil
 }
 
-// relative returns owner relative to zone ("@" for the apex), or an error
-// when owner is not in zone.
+// relative returns owner relative to zone ("@" for the apex), lower-cased,
+// or an error when owner is not in zone. Names compare case-insensitively
+// (libdns.RelativeName alone does not: "MAIL.example.test." in zone
+// "example.test." would stay unrelativized and be written at
+// "MAIL.example.test.example.test.").
 func relative(owner, zone string) (string, error) {
+	owner, zone = dns.CanonicalName(owner), dns.CanonicalName(zone)
 	if !dns.IsSubDomain(zone, owner) {
 		return "", fmt.Errorf("%s is not in zone %s", owner, zone)
 	}
-	return libdns.RelativeName(owner, zone), nil
+	n := dns.CountLabel(owner) - dns.CountLabel(zone)
+	if n == 0 {
+		return "@", nil
+	}
+	if idx := dns.Split(owner); n < len(idx) {
+		return owner[:idx[n]-1], nil
+	}
+	return strings.TrimSuffix(owner, "."), nil // zone is the root
 }
 
 // Change is the difference between two TLSA RRsets.
@@ -84,14 +95,16 @@ func (c Change) Empty() bool { return len(c.Add) == 0 && len(c.Remove) == 0 }
 func Diff(current, want []tlsa.Record) Change {
 	var c Change
 	for _, w := range want {
-		if containsRecord(current, w) {
+		switch {
+		case containsRecord(c.Keep, w) || containsRecord(c.Add, w): // duplicate
+		case containsRecord(current, w):
 			c.Keep = append(c.Keep, w)
-		} else if !containsRecord(c.Add, w) {
+		default:
 			c.Add = append(c.Add, w)
 		}
 	}
 	for _, r := range current {
-		if !containsRecord(want, r) {
+		if !containsRecord(want, r) && !containsRecord(c.Remove, r) {
 			c.Remove = append(c.Remove, r)
 		}
 	}
@@ -112,7 +125,7 @@ func containsRecord(list []tlsa.Record, r tlsa.Record) bool {
 // one atomic UPDATE message); an empty want deletes the RRset. It returns
 // what the provider reports it wrote or deleted.
 func SetTLSA(ctx context.Context, p Provider, zone string, current, want RRSet) ([]libdns.Record, error) {
-	zone = dns.Fqdn(zone)
+	zone = dns.CanonicalName(zone)
 	if len(want.Records) == 0 {
 		old, err := LibdnsRecords(current, zone)
 		if err != nil {

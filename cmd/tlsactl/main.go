@@ -95,6 +95,7 @@ record under _25._tcp.<mx-host>, of which at least one must match at every momen
 			createCreate(),
 			createMatch(),
 			createCheck(),
+			createPublish(),
 		},
 	}
 	for _, c := range app.Commands {

@@ -98,20 +98,25 @@ func observeHost(ctx context.Context, cfg Config, host string, domains []string)
 	wg.Go(func() { h.Addrs, h.AddrErr = cfg.Resolver.LookupAddrs(ctx, host) })
 	wg.Go(func() { h.TLSA, h.TLSAErr = cfg.Resolver.LookupTLSA(ctx, cfg.Port, host) })
 	wg.Wait()
-	if h.Addrs == nil {
-		return h
+	if h.Addrs != nil {
+		h.Probes = probeAll(ctx, cfg, host, h.Addrs.Addrs)
 	}
+	return h
+}
+
+// probeAll probes every address of host concurrently.
+func probeAll(ctx context.Context, cfg Config, host string, addrs []netip.Addr) []ProbeObservation {
 	sni := strings.TrimSuffix(host, ".")
-	h.Probes = make([]ProbeObservation, len(h.Addrs.Addrs))
-	var pw sync.WaitGroup
-	for i, a := range h.Addrs.Addrs {
-		pw.Go(func() {
+	obs := make([]ProbeObservation, len(addrs))
+	var wg sync.WaitGroup
+	for i, a := range addrs {
+		wg.Go(func() {
 			p, err := cfg.Prober.Probe(ctx, netip.AddrPortFrom(a, cfg.Port), sni)
-			h.Probes[i] = ProbeObservation{Addr: a, Probe: p, Err: err}
+			obs[i] = ProbeObservation{Addr: a, Probe: p, Err: err}
 		})
 	}
-	pw.Wait()
-	return h
+	wg.Wait()
+	return obs
 }
 
 // forEach runs fn(i) for i in [0,n) with at most limit running at once.
@@ -126,4 +131,19 @@ func forEach(ctx context.Context, limit, n int, fn func(context.Context, int)) {
 		})
 	}
 	wg.Wait()
+}
+
+// ProbeHost resolves host's addresses and probes each one, for callers that
+// need the chains a host serves now (the publish safety check). An address
+// lookup failure is returned as the error; probe failures are per address.
+func ProbeHost(ctx context.Context, cfg Config, host string) ([]ProbeObservation, error) {
+	if cfg.Port == 0 {
+		cfg.Port = 25
+	}
+	host = dns.Fqdn(strings.ToLower(host))
+	addrs, err := cfg.Resolver.LookupAddrs(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	return probeAll(ctx, cfg, host, addrs.Addrs), nil
 }

@@ -145,12 +145,35 @@ func Parse(b []byte, source string) (*Config, error) {
 		}
 		seen[key] = true
 	}
-	for _, secret := range []string{"key", "secret", "token", "password", "api_key", "api_token", "private_key", "application_secret", "consumer_key", "secret_access_key"} {
-		if _, ok := c.Provider.Settings[secret]; ok {
-			return nil, fmt.Errorf("%w: %s: [provider] %s must not be written in the configuration file: use %s_file = \"/path\" (mode 0600) or the provider's environment variable", ErrConfig, source, secret, secret)
+	for _, k := range sortedKeys(c.Provider.Settings) {
+		if isSecretKey(k) {
+			return nil, fmt.Errorf("%w: %s: [provider] %s must not be written in the configuration file: use %s_file = \"/path\" (mode 0600) or the provider's environment variable", ErrConfig, source, k, k)
 		}
 	}
 	return &c, nil
+}
+
+// isSecretKey reports provider settings that hold credentials by name: they
+// must come from a file (<key>_file) or the environment, never from the file.
+func isSecretKey(k string) bool {
+	if strings.HasSuffix(k, "_file") {
+		return false
+	}
+	for _, s := range []string{"key", "secret", "token", "password", "access_key_id", "private_key"} {
+		if k == s || strings.HasSuffix(k, "_"+s) {
+			return true
+		}
+	}
+	return false
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // Host returns the configured host with name (any case, with or without the

@@ -33,6 +33,9 @@ func TestParseErrors(t *testing.T) {
 		{"not in zone", "[[host]]\nname = \"a.example.nl\"\nzone = \"example.com\"\n", "not in zone"},
 		{"duplicate", "[[host]]\nname = \"a.example\"\n[[host]]\nname = \"A.example.\"\n", "listed twice"},
 		{"secret inline", "[provider]\nname = \"desec\"\ntoken = \"s3cr3t-value\"\n", "must not be written"},
+		{"bearer token inline", "[provider]\nname = \"gandi\"\nbearer_token = \"s3cr3t-value\"\n", "bearer_token must not"},
+		{"aws key inline", "[provider]\nname = \"route53\"\naccess_key_id = \"s3cr3t-value\"\n", "access_key_id must not"},
+		{"ovh app key inline", "[provider]\nname = \"ovh\"\napplication_key = \"s3cr3t-value\"\n", "application_key must not"},
 		{"provider not a table", "provider = \"x\"\n", "[provider]"},
 	}
 	for _, tc := range tests {

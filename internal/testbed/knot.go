@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,13 +30,53 @@ type Zone struct {
 	// ns A 127.0.0.1; $ORIGIN is the zone and $TTL 60, so relative names work,
 	// e.g. "mail A 127.0.0.1".
 	Records []string
+	// NS replaces the generated "@ NS ns" + "ns A 127.0.0.1" with these name
+	// servers (the first one is also the SOA MNAME), e.g. ns1 -> 127.0.9.1
+	// and ns2 -> 127.0.9.2 for a primary and a secondary on one port.
+	NS []NameServer
+	// Notify lists "ip:port" addresses of secondaries that get a NOTIFY
+	// (signed with the instance's TSIG key) after every change of the zone.
+	// See also Knot.AddNotify.
+	Notify []string
+}
+
+// NameServer is one NS record of a Zone and its address record.
+type NameServer struct {
+	// Name is relative to the zone ("ns1") or absolute ("ns1.example.test.").
+	Name string
+	// IP, when set, adds an A (or AAAA) record for Name; leave it empty for
+	// a name server outside the zone.
+	IP string
+}
+
+// SecondaryZone is a zone that a Knot instance serves as a secondary: it
+// transfers the zone (AXFR, then IXFR) from Primary, signing the requests
+// with the instance's TSIG key, and accepts NOTIFY signed with that key. Give
+// the secondary the primary's key (KnotConfig.Key = primary.Key) and tell the
+// primary about the secondary (Zone.Notify or Knot.AddNotify).
+type SecondaryZone struct {
+	Name    string // zone apex
+	Primary string // "ip:port" of the primary
 }
 
 // KnotConfig configures StartKnot.
 type KnotConfig struct {
 	Zones []Zone
-	// IP to listen on; default 127.0.0.1. The port is always a free one.
+	// Secondaries are zones transferred from a primary (see SecondaryZone).
+	// StartKnot waits until each one has been transferred.
+	Secondaries []SecondaryZone
+	// IP to listen on; default 127.0.0.1. Any 127.x.y.z works on Linux, so
+	// a primary and its secondary can listen on different addresses with the
+	// same port (see RandomLoopbackPair).
 	IP string
+	// Port to listen on (UDP and TCP); 0 picks a free one. A fixed port is
+	// not retried when it turns out to be taken.
+	Port int
+	// Key is the TSIG key allowed to update, transfer and notify every zone;
+	// zero means a fresh random key named "testbed-key.". It must be an
+	// hmac-sha256 key (as NewTSIGKey makes). A secondary needs its
+	// primary's key.
+	Key TSIGKey
 }
 
 // TSIGKey is a TSIG key as miekg/dns and nsupdate use it.
@@ -67,13 +109,14 @@ func NewTSIGKey(name string) TSIGKey {
 type Knot struct {
 	Addr string  // "127.0.0.1:port", UDP and TCP
 	Dir  string  // configuration, zone files, storage
-	Key  TSIGKey // allowed to update and transfer every zone
+	Key  TSIGKey // allowed to update, transfer and notify every zone
 
-	mu    sync.Mutex // guards zones and config rewrites
-	zones []Zone
-	p     *proc
-	once  sync.Once
-	serr  error
+	mu          sync.Mutex // guards zones, secondaries and config rewrites
+	zones       []Zone
+	secondaries []SecondaryZone
+	p           *proc
+	once        sync.Once
+	serr        error
 }
 
 // StartKnot writes knot.conf and zone files into dir, starts `knotd -c
@@ -100,22 +143,36 @@ func StartKnot(ctx context.Context, dir string, cfg KnotConfig) (*Knot, error) {
 	defer cancel()
 
 	var lastErr error
+	key := cfg.Key
+	if key.Name == "" {
+		key = NewTSIGKey("testbed-key")
+	}
 	for attempt := 0; attempt < 3; attempt++ { // retry on a lost port race
-		port, err := freePort(ip)
-		if err != nil {
-			return nil, err
+		port := cfg.Port
+		if port == 0 {
+			if port, err = freePort(ip); err != nil {
+				return nil, err
+			}
 		}
 		k := &Knot{
 			Addr: net.JoinHostPort(ip, strconv.Itoa(port)),
 			Dir:  dir,
-			Key:  NewTSIGKey("testbed-key"),
+			Key:  key,
 		}
 		for _, z := range cfg.Zones {
 			z.Name = dns.Fqdn(z.Name)
+			z.Notify = slices.Clone(z.Notify)
 			if err := k.writeZoneFile(z); err != nil {
 				return nil, err
 			}
 			k.zones = append(k.zones, z)
+		}
+		for _, sz := range cfg.Secondaries {
+			sz.Name = dns.Fqdn(sz.Name)
+			if _, _, err := net.SplitHostPort(sz.Primary); err != nil {
+				return nil, fmt.Errorf("testbed: secondary zone %s: primary %q: %w", sz.Name, sz.Primary, err)
+			}
+			k.secondaries = append(k.secondaries, sz)
 		}
 		if err := k.writeConfig(); err != nil {
 			return nil, err
@@ -126,11 +183,14 @@ func StartKnot(ctx context.Context, dir string, cfg KnotConfig) (*Knot, error) {
 		}
 		lastErr = k.waitReady(ctx, k.zones)
 		if lastErr == nil {
+			lastErr = k.waitSecondaries(ctx, k.secondaries)
+		}
+		if lastErr == nil {
 			return k, nil
 		}
 		_ = k.Stop()
 		lastErr = fmt.Errorf("testbed: knotd not ready: %w\nknotd log:\n%s", lastErr, tail(k.Log(), 4000))
-		if !strings.Contains(k.Log(), "Address already in use") {
+		if cfg.Port != 0 || !strings.Contains(k.Log(), "Address already in use") {
 			break
 		}
 	}
@@ -159,6 +219,7 @@ func (k *Knot) Stop() error {
 func (k *Knot) AddZone(ctx context.Context, z Zone) error {
 	k.mu.Lock()
 	z.Name = dns.Fqdn(z.Name)
+	z.Notify = slices.Clone(z.Notify)
 	for _, old := range k.zones {
 		if old.Name == z.Name {
 			k.mu.Unlock()
@@ -189,8 +250,29 @@ func (k *Knot) AddZone(ctx context.Context, z Zone) error {
 func (k *Knot) writeZoneFile(z Zone) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "$ORIGIN %s\n$TTL 60\n", z.Name)
-	fmt.Fprintf(&b, "@ SOA ns.%s hostmaster.%s 1 3600 600 86400 60\n", z.Name, z.Name)
-	fmt.Fprintf(&b, "@ NS ns.%s\nns A 127.0.0.1\n", z.Name)
+	if len(z.NS) == 0 {
+		fmt.Fprintf(&b, "@ SOA ns.%s hostmaster.%s 1 3600 600 86400 60\n", z.Name, z.Name)
+		fmt.Fprintf(&b, "@ NS ns.%s\nns A 127.0.0.1\n", z.Name)
+	} else {
+		fmt.Fprintf(&b, "@ SOA %s hostmaster.%s 1 3600 600 86400 60\n", z.NS[0].Name, z.Name)
+		for _, ns := range z.NS {
+			fmt.Fprintf(&b, "@ NS %s\n", ns.Name)
+		}
+		for _, ns := range z.NS {
+			if ns.IP == "" {
+				continue
+			}
+			ip := net.ParseIP(ns.IP)
+			if ip == nil {
+				return fmt.Errorf("testbed: zone %s: name server %s: bad IP %q", z.Name, ns.Name, ns.IP)
+			}
+			t := "A"
+			if ip.To4() == nil {
+				t = "AAAA"
+			}
+			fmt.Fprintf(&b, "%s %s %s\n", ns.Name, t, ns.IP)
+		}
+	}
 	for _, r := range z.Records {
 		b.WriteString(r)
 		b.WriteByte('\n')
@@ -223,7 +305,7 @@ key:
 acl:
   - id: testbed-acl
     key: %s
-    action: [update, transfer]
+    action: [update, transfer, notify]
 
 policy:
   - id: testbed-policy
@@ -235,15 +317,51 @@ template:
     file: "%%s.zone"
     acl: testbed-acl
 
-zone:
 `, filepath.Join(k.Dir, "run"), userLine(), host, port, filepath.Join(k.Dir, "storage"),
 		k.Key.Name, k.Key.Secret, k.Key.Name, filepath.Join(k.Dir, "zones"))
-	for _, z := range k.zones {
-		fmt.Fprintf(&b, "  - domain: %s\n    file: %q\n", z.Name, strings.TrimSuffix(z.Name, ".")+".zone")
+	// Remotes: the primaries of secondary zones and the NOTIFY targets of
+	// primary zones, all reached with the instance's key.
+	var remotes strings.Builder
+	remote := func(id, addr string) error {
+		h, p, err := net.SplitHostPort(addr)
+		if err != nil {
+			return fmt.Errorf("testbed: remote %q: %w", addr, err)
+		}
+		fmt.Fprintf(&remotes, "  - id: %s\n    address: %s@%s\n    key: %s\n", id, h, p, k.Key.Name)
+		return nil
+	}
+	var zones strings.Builder
+	for i, z := range k.zones {
+		fmt.Fprintf(&zones, "  - domain: %s\n    file: %q\n", z.Name, strings.TrimSuffix(z.Name, ".")+".zone")
 		if z.Signed {
-			b.WriteString("    dnssec-signing: on\n    dnssec-policy: testbed-policy\n    zonefile-load: difference\n")
+			zones.WriteString("    dnssec-signing: on\n    dnssec-policy: testbed-policy\n    zonefile-load: difference\n")
+		}
+		var ids []string
+		for j, addr := range z.Notify {
+			id := fmt.Sprintf("notify-%d-%d", i, j)
+			if err := remote(id, addr); err != nil {
+				return err
+			}
+			ids = append(ids, id)
+		}
+		if len(ids) > 0 {
+			fmt.Fprintf(&zones, "    notify: [%s]\n", strings.Join(ids, ", "))
 		}
 	}
+	for i, sz := range k.secondaries {
+		id := fmt.Sprintf("primary-%d", i)
+		if err := remote(id, sz.Primary); err != nil {
+			return err
+		}
+		fmt.Fprintf(&zones, "  - domain: %s\n    file: %q\n    master: %s\n", sz.Name, strings.TrimSuffix(sz.Name, ".")+".zone", id)
+	}
+	if remotes.Len() > 0 {
+		b.WriteString("remote:\n")
+		b.WriteString(remotes.String())
+		b.WriteString("\n")
+	}
+	b.WriteString("zone:\n")
+	b.WriteString(zones.String())
 	tmp := filepath.Join(k.Dir, "knot.conf.tmp")
 	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
 		return err
@@ -275,6 +393,118 @@ func (k *Knot) waitReady(ctx context.Context, zones []Zone) error {
 		}
 	}
 	return nil
+}
+
+// waitSecondaries waits until every secondary zone has been transferred: the
+// instance answers its SOA authoritatively.
+func (k *Knot) waitSecondaries(ctx context.Context, zones []SecondaryZone) error {
+	for _, z := range zones {
+		err := poll(ctx, k.p.exited, func(ctx context.Context) error {
+			_, err := k.Serial(ctx, z.Name)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("secondary zone %s (primary %s): %w", z.Name, z.Primary, err)
+		}
+	}
+	return nil
+}
+
+// Serial returns the SOA serial this instance serves for zone (an
+// authoritative answer, without recursion).
+func (k *Knot) Serial(ctx context.Context, zone string) (uint32, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(zone), dns.TypeSOA)
+	m.RecursionDesired = false
+	c := &dns.Client{Timeout: 2 * time.Second}
+	r, _, err := c.ExchangeContext(ctx, m, k.Addr)
+	if err != nil {
+		return 0, err
+	}
+	if r.Rcode != dns.RcodeSuccess || !r.Authoritative {
+		return 0, fmt.Errorf("SOA %s at %s: rcode %s, aa=%v", zone, k.Addr, dns.RcodeToString[r.Rcode], r.Authoritative)
+	}
+	for _, rr := range r.Answer {
+		if soa, ok := rr.(*dns.SOA); ok && strings.EqualFold(soa.Hdr.Name, dns.Fqdn(zone)) {
+			return soa.Serial, nil
+		}
+	}
+	return 0, fmt.Errorf("SOA %s at %s: no SOA in the answer", zone, k.Addr)
+}
+
+// AddNotify makes the running server send NOTIFY for zone (one of its
+// primary zones) to addr ("ip:port", e.g. a secondary's Addr) after every
+// change: it rewrites knot.conf and reloads it with `knotc reload`, which
+// returns when the new configuration is in effect.
+func (k *Knot) AddNotify(ctx context.Context, zone, addr string) error {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("testbed: notify target %q: %w", addr, err)
+	}
+	zone = dns.Fqdn(zone)
+	k.mu.Lock()
+	found := false
+	for i := range k.zones {
+		if strings.EqualFold(k.zones[i].Name, zone) {
+			found = true
+			if !slices.Contains(k.zones[i].Notify, addr) {
+				k.zones[i].Notify = append(k.zones[i].Notify, addr)
+			}
+		}
+	}
+	var err error
+	if !found {
+		err = fmt.Errorf("testbed: %s is not a primary zone of this server", zone)
+	} else {
+		err = k.writeConfig()
+	}
+	k.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return k.Control(ctx, "reload")
+}
+
+// Freeze holds every zone-changing event of zone (`knotc zone-freeze`): on a
+// secondary, NOTIFY-triggered refreshes wait, so the server keeps answering
+// with the old data: a lagging secondary on purpose. (Freezing, unlike
+// SIGSTOP, keeps the server answering, and Stop still works.) Thaw resumes.
+func (k *Knot) Freeze(ctx context.Context, zone string) error {
+	return k.Control(ctx, "zone-freeze", dns.Fqdn(zone))
+}
+
+// Thaw undoes Freeze (`knotc zone-thaw`); held events, such as a refresh
+// after a NOTIFY, then run.
+func (k *Knot) Thaw(ctx context.Context, zone string) error {
+	return k.Control(ctx, "zone-thaw", dns.Fqdn(zone))
+}
+
+// Control runs `knotc -s <control socket> -b <args…>` against this instance
+// and returns an error with knotc's output when it fails.
+func (k *Knot) Control(ctx context.Context, args ...string) error {
+	bin, err := Lookup("knotc")
+	if err != nil {
+		return err
+	}
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	full := append([]string{"-s", filepath.Join(k.Dir, "run", "knot.sock"), "-b"}, args...)
+	cmd := exec.CommandContext(ctx, bin, full...)
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("testbed: knotc %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// RandomLoopbackPair returns two addresses 127.a.b.1 and 127.a.b.2 of a
+// random /24 in 127.64.0.0/10, e.g. for a primary and a secondary that
+// listen on the same port (KnotConfig.IP, KnotConfig.Port).
+func RandomLoopbackPair() (string, string) {
+	b := make([]byte, 2)
+	_, _ = rand.Read(b)
+	prefix := fmt.Sprintf("127.%d.%d.", 64+b[0]%64, b[1])
+	return prefix + "1", prefix + "2"
 }
 
 // ksk returns the zone's signed DNSKEY with the SEP flag (257).

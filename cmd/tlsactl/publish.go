@@ -1,0 +1,522 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/tlsactl/tlsactl/internal/check"
+	"github.com/tlsactl/tlsactl/internal/config"
+	"github.com/tlsactl/tlsactl/internal/dnsx"
+	"github.com/tlsactl/tlsactl/providers"
+	"github.com/tlsactl/tlsactl/tlsa"
+	"github.com/urfave/cli/v2"
+)
+
+const (
+	flagConfig      = "config"
+	flagProvider    = "provider"
+	flagServer      = "server"
+	flagTSIGKeyFile = "tsig-key-file"
+	flagZone        = "zone"
+	flagAdd         = "add"
+	flagReplace     = "replace-usage"
+	flagRemove      = "remove"
+	flagSet         = "set"
+	flagDryRun      = "dry-run"
+	flagWait        = "wait"
+	flagForce       = "force"
+	flagAuthServer  = "auth-server"
+	flagAuthPort    = "auth-port"
+)
+
+// Exit codes of publish.
+const (
+	exitRefused      = 1 // the change would leave the served chain without a matching record
+	exitChangeFailed = 3 // the provider refused the change, or it did not propagate in time
+)
+
+func createPublish() *cli.Command {
+	var provDoc strings.Builder
+	for _, f := range providers.Factories() {
+		fmt.Fprintf(&provDoc, "   %s\n", f.Name)
+		for _, l := range strings.Split(f.Doc, "\n") {
+			fmt.Fprintf(&provDoc, "      %s\n", l)
+		}
+	}
+	return &cli.Command{
+		Name:  "publish",
+		Usage: "change the TLSA RRset of an MX host through a DNS provider, safely",
+		Description: `Computes the TLSA RRset a host should have, shows the difference with what the provider
+holds (+ added, - removed, = kept), applies it in one provider call, and with --wait waits
+until every authoritative server of the zone serves exactly the new RRset.
+
+Before changing anything it probes the host (STARTTLS on --port at every address) and
+refuses a change that leaves no usable record matching the chain the host serves now:
+the NCSC rule that one record must match at every moment. --force skips that check.
+
+ACTIONS (exactly one):
+   --add            add the given records to the RRset
+   --replace-usage  replace the records of the given records' usage (e.g. the 3 1 1 after a
+                    renewal) and keep the others (the 2 1 1 that covers the gap)
+   --remove         remove the given records
+   --set            make the RRset exactly the given records
+
+RECORDS: --certificate/--pubkey/--privkey with --usage/--selector/--mtype (as in create),
+and --record "2 1 1 <hex>" (repeatable).
+
+PROVIDER: from --config (TOML, see examples/tlsactl.toml) or flags; for RFC 2136 flags alone
+work the way nsupdate -k users expect: --provider rfc2136 --server HOST:PORT --tsig-key-file FILE.
+Credentials are read from files or environment variables only, never printed.
+Providers and their settings:
+` + provDoc.String() + `
+EXIT CODES:
+   0   applied (or nothing to change, or --dry-run that would apply)
+   1   refused: the new RRset would not match what the host serves now (nothing changed)
+   2   bad input or configuration (nothing changed)
+   3   the provider refused or failed the change, or --wait timed out (the message says which)
+
+EXAMPLES:
+   After a renewal with the same CA, replace the 3 1 1 (the 2 1 1 stays):
+      tlsactl publish --config /etc/tlsactl/tlsactl.toml --host mail.example.nl \
+          --certificate /etc/postfix/fullchain.pem --replace-usage --wait
+   Before a CA change, add the new CA's 2 1 1 beside the old one:
+      tlsactl publish --provider rfc2136 --server ns1.example.nl --tsig-key-file tsig.key \
+          --host mail.example.nl --usage 2 --certificate new-ca.pem --add --dry-run`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: flagConfig, EnvVars: []string{"TLSACTL_CONFIG"}, Usage: "configuration `FILE` (TOML)"},
+			&cli.StringFlag{Name: flagProvider, EnvVars: []string{"TLSACTL_PROVIDER"}, Usage: "DNS provider `NAME` (overrides the config)"},
+			&cli.StringFlag{Name: flagServer, Usage: "rfc2136: primary server `HOST:PORT` that takes updates"},
+			&cli.StringFlag{Name: flagTSIGKeyFile, Usage: "rfc2136: TSIG key `FILE` as tsig-keygen writes it"},
+			&cli.StringFlag{Name: flagResolver, EnvVars: []string{"TLSACTL_RESOLVER"}, Usage: "validating resolver `ADDR` (default: config, then /etc/resolv.conf)"},
+			&cli.StringFlag{Name: flagHost, Usage: "the MX `HOST` whose TLSA RRset changes"},
+			&cli.UintFlag{Name: flagPort, Aliases: []string{"p"}, Usage: "SMTP port (TLSA at _PORT._tcp.HOST; default: config, then 25)"},
+			&cli.StringFlag{Name: flagZone, Usage: "the `ZONE` holding the records (default: config, then found by SOA)"},
+			&cli.StringSliceFlag{Name: flagCertificate, Usage: "certificate or chain `FILE` (repeatable)"},
+			&cli.StringSliceFlag{Name: flagPubkey, Usage: "public key `FILE` (repeatable)"},
+			&cli.StringSliceFlag{Name: flagPrivkey, Usage: "private key `FILE`; only its public key is used (repeatable)"},
+			&cli.IntFlag{Name: flagUsage, Aliases: []string{"u"}, Value: 3, Usage: "usage for records from files"},
+			&cli.IntFlag{Name: flagSelector, Aliases: []string{"s"}, Value: 1, Usage: "selector for records from files"},
+			&cli.IntFlag{Name: flagMtype, Aliases: []string{"m"}, Value: 1, Usage: "matching type for records from files"},
+			&cli.StringSliceFlag{Name: flagRecord, Usage: `TLSA RDATA such as "2 1 1 <hex>" (repeatable)`},
+			&cli.BoolFlag{Name: flagAdd, Usage: "add the records"},
+			&cli.BoolFlag{Name: flagReplace, Usage: "replace the records of the same usage"},
+			&cli.BoolFlag{Name: flagRemove, Usage: "remove the records"},
+			&cli.BoolFlag{Name: flagSet, Usage: "make the RRset exactly the records"},
+			&cli.Int64Flag{Name: flagTTL, Value: -1, DefaultText: "config, then 3600", Usage: "TTL of the RRset in seconds"},
+			&cli.BoolFlag{Name: flagDryRun, Aliases: []string{"n"}, Usage: "show the change and the safety verdict; change nothing"},
+			&cli.BoolFlag{Name: flagWait, Usage: "wait until every authoritative server serves the new RRset"},
+			&cli.DurationFlag{Name: flagTimeout, Value: 5 * time.Minute, Usage: "bound for --wait"},
+			&cli.StringSliceFlag{Name: flagAuthServer, Usage: "with --wait: ask this authoritative `HOST:PORT` instead of the zone's NS set (repeatable)"},
+			&cli.IntFlag{Name: flagAuthPort, Value: 53, Usage: "with --wait: port of the NS set's servers"},
+			&cli.BoolFlag{Name: flagForce, Usage: "skip the check that the new RRset matches what the host serves"},
+			&cli.BoolFlag{Name: flagJSON, Usage: "print the result as JSON"},
+		},
+		Action: runPublish,
+	}
+}
+
+// publishPlan is everything publish decided, for text or JSON output.
+type publishPlan struct {
+	Host        string          `json:"host"`
+	Owner       string          `json:"owner"`
+	Zone        string          `json:"zone"`
+	Provider    string          `json:"provider"`
+	TTL         uint32          `json:"ttl"`
+	Current     []string        `json:"current"`
+	Want        []string        `json:"want"`
+	Add         []string        `json:"add"`
+	Remove      []string        `json:"remove"`
+	Keep        []string        `json:"keep"`
+	Safety      string          `json:"safety"` // "ok", "refused", "skipped (--force)"
+	SafetyNotes []string        `json:"safety_notes,omitempty"`
+	DryRun      bool            `json:"dry_run"`
+	Applied     bool            `json:"applied"`
+	Propagation json.RawMessage `json:"propagation,omitempty"`
+}
+
+func runPublish(c *cli.Context) error {
+	if c.NArg() != 0 {
+		return badInput(fmt.Errorf("publish takes no positional arguments, got %q (use --host)", c.Args().Slice()))
+	}
+	ctx := c.Context
+	cfg := &config.Config{}
+	if p := c.String(flagConfig); p != "" {
+		var err error
+		if cfg, err = config.Load(p); err != nil {
+			return badInput(err)
+		}
+	}
+	if c.String(flagHost) == "" {
+		return badInput(errors.New("publish needs --host HOST (the MX host whose TLSA RRset changes)"))
+	}
+	host, err := tlsa.HostName(c.String(flagHost))
+	if err != nil {
+		return badInput(err)
+	}
+	hc := cfg.Host(host, int(c.Uint(flagPort)))
+	port, zone, ttl := 25, "", int64(3600)
+	if hc != nil {
+		port, zone, ttl = hc.Port, hc.Zone, int64(hc.TTL)
+	}
+	if c.IsSet(flagPort) {
+		port = int(c.Uint(flagPort))
+	}
+	if port < 1 || port > 65535 {
+		return badInput(fmt.Errorf("--port %d: want 1 to 65535", port))
+	}
+	if z := c.String(flagZone); z != "" {
+		zone = strings.ToLower(dns.Fqdn(z))
+	}
+	if c.Int64(flagTTL) >= 0 {
+		ttl = c.Int64(flagTTL)
+	}
+	if ttl > 2147483647 {
+		return badInput(fmt.Errorf("--ttl %d: want 0 to 2147483647", ttl))
+	}
+	action, err := publishAction(c)
+	if err != nil {
+		return badInput(err)
+	}
+	owner, _ := tlsa.OwnerName(fmt.Sprint(port), "tcp", host)
+	given, err := publishRecords(c, owner)
+	if err != nil {
+		return badInput(err)
+	}
+	prov, provName, err := buildProvider(c, cfg)
+	if err != nil {
+		return badInput(err)
+	}
+	resolverAddr := c.String(flagResolver)
+	if resolverAddr == "" {
+		resolverAddr = cfg.Resolver
+	}
+	if resolverAddr == "" {
+		if resolverAddr, err = dnsx.SystemResolver(); err != nil {
+			return badInput(fmt.Errorf("no resolver: %w; give --resolver ADDR", err))
+		}
+	}
+	resolver := &dnsx.Resolver{Addr: resolverAddr}
+	if zone == "" {
+		if zone, err = providers.FindZone(ctx, resolver, owner); err != nil {
+			return &exitError{code: exitChangeFailed, err: fmt.Errorf("finding the zone of %s: %w (give --zone)", owner, err)}
+		}
+	}
+	if !dns.IsSubDomain(zone, owner) {
+		return badInput(fmt.Errorf("%s is not in zone %s", owner, zone))
+	}
+
+	current, err := providers.GetTLSA(ctx, prov, zone, owner)
+	if err != nil {
+		return &exitError{code: exitChangeFailed, err: fmt.Errorf("provider %s: %w", provName, err)}
+	}
+	want := providers.RRSet{Owner: owner, TTL: time.Duration(ttl) * time.Second, Records: desired(action, current.Records, given)}
+	change := providers.Diff(current.Records, want.Records)
+	plan := publishPlan{
+		Host: strings.TrimSuffix(host, "."), Owner: owner, Zone: zone, Provider: provName, TTL: uint32(ttl),
+		Current: texts(current.Records), Want: texts(want.Records),
+		Add: texts(change.Add), Remove: texts(change.Remove), Keep: texts(change.Keep), DryRun: c.Bool(flagDryRun),
+	}
+	ttlChange := len(want.Records) > 0 && len(current.Records) > 0 && current.TTL != want.TTL
+	if change.Empty() && !ttlChange {
+		plan.Safety = "not needed"
+		return printPublish(c.App.Writer, c.Bool(flagJSON), plan, "nothing to change: the provider already holds exactly this RRset")
+	}
+
+	// The NCSC invariant: some usable record must match what is served now.
+	if c.Bool(flagForce) {
+		plan.Safety = "skipped (--force)"
+	} else {
+		ok, notes := servedChainMatches(ctx, resolver, host, port, want.Records)
+		plan.SafetyNotes = notes
+		if !ok {
+			plan.Safety = "refused"
+			_ = printPublish(c.App.Writer, c.Bool(flagJSON), plan, "")
+			return &exitError{code: exitRefused, err: fmt.Errorf("refused: after this change no usable TLSA record at %s would match what %s serves now (%s); nothing was changed — fix the records or deploy the matching certificate first, or use --force", owner, plan.Host, strings.Join(notes, "; "))}
+		}
+		plan.Safety = "ok"
+	}
+	if plan.DryRun {
+		return printPublish(c.App.Writer, c.Bool(flagJSON), plan, "dry run: nothing changed")
+	}
+	if _, err := providers.SetTLSA(ctx, prov, zone, current, want); err != nil {
+		return &exitError{code: exitChangeFailed, err: fmt.Errorf("provider %s refused the change, nothing applied: %w", provName, err)}
+	}
+	plan.Applied = true
+	msg := "applied"
+	if c.Bool(flagWait) {
+		prop, err := waitPropagation(ctx, c, resolver, zone, want)
+		plan.Propagation = prop
+		if err != nil {
+			_ = printPublish(c.App.Writer, c.Bool(flagJSON), plan, "applied at the provider, but not yet served everywhere")
+			return &exitError{code: exitChangeFailed, err: err}
+		}
+		msg = "applied; every authoritative server serves the new RRset"
+	}
+	return printPublish(c.App.Writer, c.Bool(flagJSON), plan, msg)
+}
+
+func publishAction(c *cli.Context) (string, error) {
+	var set []string
+	for _, a := range []string{flagAdd, flagReplace, flagRemove, flagSet} {
+		if c.Bool(a) {
+			set = append(set, a)
+		}
+	}
+	if len(set) != 1 {
+		return "", fmt.Errorf("give exactly one of --add, --replace-usage, --remove, --set (got %d)", len(set))
+	}
+	return set[0], nil
+}
+
+// publishRecords computes the records named on the command line.
+func publishRecords(c *cli.Context, owner string) ([]tlsa.Record, error) {
+	u, err := fieldValue("usage", c.Int(flagUsage), 3)
+	if err != nil {
+		return nil, err
+	}
+	s, err := fieldValue("selector", c.Int(flagSelector), 1)
+	if err != nil {
+		return nil, err
+	}
+	m, err := fieldValue("mtype", c.Int(flagMtype), 2)
+	if err != nil {
+		return nil, err
+	}
+	req := createRequest{owner: owner, usage: tlsa.Usage(u), selector: tlsa.Selector(s), mtype: tlsa.MatchingType(m), ttl: -1}
+	var out []tlsa.Record
+	for _, src := range []struct {
+		flag string
+		kind tlsa.Kind
+	}{{flagCertificate, tlsa.KindCertificate}, {flagPubkey, tlsa.KindPublicKey}, {flagPrivkey, tlsa.KindPrivateKey}} {
+		paths, err := expandPaths(c.StringSlice(src.flag))
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range paths {
+			data, err := readInput(p, c.App.Reader)
+			if err != nil {
+				return nil, err
+			}
+			rrs, warns, err := recordsFor(p, data, src.kind, req)
+			if err != nil {
+				return nil, err
+			}
+			for _, w := range warns {
+				fmt.Fprintf(c.App.ErrWriter, "tlsactl: warning: %s\n", w)
+			}
+			for _, rr := range rrs {
+				out = append(out, rr.Record)
+			}
+		}
+	}
+	for _, r := range c.StringSlice(flagRecord) {
+		rec, err := tlsa.ParseRecord(r)
+		if err != nil {
+			return nil, fmt.Errorf("--record: %w", err)
+		}
+		out = append(out, rec)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no records: give --certificate, --pubkey, --privkey or --record")
+	}
+	return out, nil
+}
+
+// desired computes the RRset an action leads to.
+func desired(action string, current, given []tlsa.Record) []tlsa.Record {
+	var out []tlsa.Record
+	add := func(r tlsa.Record) {
+		for _, x := range out {
+			if x.Equal(r) {
+				return
+			}
+		}
+		out = append(out, r)
+	}
+	inGiven := func(r tlsa.Record) bool {
+		for _, g := range given {
+			if g.Equal(r) {
+				return true
+			}
+		}
+		return false
+	}
+	usages := map[tlsa.Usage]bool{}
+	for _, g := range given {
+		usages[g.Usage] = true
+	}
+	switch action {
+	case flagAdd:
+		for _, r := range current {
+			add(r)
+		}
+		for _, r := range given {
+			add(r)
+		}
+	case flagReplace:
+		for _, r := range current {
+			if !usages[r.Usage] {
+				add(r)
+			}
+		}
+		for _, r := range given {
+			add(r)
+		}
+	case flagRemove:
+		for _, r := range current {
+			if !inGiven(r) {
+				add(r)
+			}
+		}
+	case flagSet:
+		for _, r := range given {
+			add(r)
+		}
+	}
+	return out
+}
+
+// buildProvider makes the provider from the config file and flags; flags win.
+func buildProvider(c *cli.Context, cfg *config.Config) (providers.Provider, string, error) {
+	name := cfg.Provider.Name
+	settings := map[string]string{}
+	for k, v := range cfg.Provider.Settings {
+		settings[k] = v
+	}
+	if n := c.String(flagProvider); n != "" && n != name {
+		name, settings = n, map[string]string{}
+	}
+	if c.String(flagServer) != "" || c.String(flagTSIGKeyFile) != "" {
+		if name == "" {
+			name = "rfc2136"
+		}
+		if v := c.String(flagServer); v != "" {
+			settings["server"] = v
+		}
+		if v := c.String(flagTSIGKeyFile); v != "" {
+			settings["tsig_key_file"] = v
+		}
+	}
+	if name == "" {
+		return nil, "", errors.New("no DNS provider: give --config FILE or --provider rfc2136 --server HOST:PORT --tsig-key-file FILE")
+	}
+	p, err := providers.New(name, providers.Settings{Values: settings})
+	return p, name, err
+}
+
+// servedChainMatches probes every address of host and reports whether want
+// has a usable record matching each served chain.
+func servedChainMatches(ctx context.Context, r *dnsx.Resolver, host string, port int, want []tlsa.Record) (bool, []string) {
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	obs, err := check.ProbeHost(pctx, check.Config{Resolver: r, Prober: check.STARTTLSProber{}, Port: uint16(port)}, host)
+	if err != nil {
+		return false, []string{fmt.Sprintf("cannot probe %s: %v", strings.TrimSuffix(host, "."), err)}
+	}
+	if len(obs) == 0 {
+		return false, []string{"the host has no addresses to probe"}
+	}
+	ok := true
+	var notes []string
+	for _, o := range obs {
+		if o.Err != nil {
+			ok = false
+			notes = append(notes, fmt.Sprintf("[%s] cannot verify: %v", o.Addr, o.Err))
+			continue
+		}
+		res := tlsa.Match(o.Probe.Chain, want, tlsa.MatchOptions{Names: []string{host}})
+		if !res.Matched() {
+			ok = false
+			notes = append(notes, fmt.Sprintf("[%s] serves a chain no new record matches", o.Addr))
+			continue
+		}
+		notes = append(notes, fmt.Sprintf("[%s] %d of %d usable record(s) match the served chain", o.Addr, res.MatchedCount(), res.UsableCount()))
+	}
+	return ok, notes
+}
+
+func texts(rs []tlsa.Record) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.String()
+	}
+	return out
+}
+
+func printPublish(w io.Writer, asJSON bool, p publishPlan, msg string) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(p)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s (zone %s, provider %s, TTL %d)\n", p.Owner, p.Zone, p.Provider, p.TTL)
+	for _, r := range p.Keep {
+		fmt.Fprintf(&b, "  = %s\n", r)
+	}
+	for _, r := range p.Remove {
+		fmt.Fprintf(&b, "  - %s\n", r)
+	}
+	for _, r := range p.Add {
+		fmt.Fprintf(&b, "  + %s\n", r)
+	}
+	if len(p.Want) == 0 {
+		b.WriteString("  (the RRset will be empty)\n")
+	}
+	for _, n := range p.SafetyNotes {
+		fmt.Fprintf(&b, "  safety: %s\n", n)
+	}
+	if msg != "" {
+		b.WriteString(msg + "\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// propagationJSON summarises a propagation wait per server address.
+type propagationJSON struct {
+	Converged bool                  `json:"converged"`
+	Servers   []propagationAddrJSON `json:"servers"`
+}
+
+type propagationAddrJSON struct {
+	Server    string `json:"server"`
+	Address   string `json:"address"`
+	Converged bool   `json:"converged"`
+	Serial    uint32 `json:"serial,omitempty"`
+	TTL       int64  `json:"ttl"`
+	Status    string `json:"status"`
+}
+
+// waitPropagation waits until every authoritative server of zone (or each
+// --auth-server) serves exactly want, and summarises what each one served.
+func waitPropagation(ctx context.Context, c *cli.Context, r *dnsx.Resolver, zone string, want providers.RRSet) (json.RawMessage, error) {
+	var servers []providers.AuthServer
+	var err error
+	if list := c.StringSlice(flagAuthServer); len(list) > 0 {
+		servers, err = providers.ExplicitServers(list)
+	} else {
+		servers, err = providers.AuthServers(ctx, r, zone, c.Int(flagAuthPort))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("finding the authoritative servers of %s: %w (give --auth-server HOST:PORT)", zone, err)
+	}
+	prop, err := providers.WaitPropagated(ctx, servers, want, providers.PropagationOptions{
+		Timeout: c.Duration(flagTimeout), Interval: time.Second, Zone: zone,
+	})
+	out := propagationJSON{Converged: err == nil}
+	for _, a := range prop.Addrs {
+		out.Servers = append(out.Servers, propagationAddrJSON{
+			Server: a.Server, Address: a.Addr.String(), Converged: a.Converged, Serial: a.Serial,
+			TTL: int64(a.TTL / time.Second), Status: a.Describe(want),
+		})
+	}
+	b, _ := json.Marshal(out)
+	return b, err
+}

@@ -1,0 +1,327 @@
+package providers
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/miekg/dns"
+	"github.com/tlsactl/tlsactl/internal/dnsx"
+)
+
+// AuthServer is one authoritative server of a zone: its NS name and the
+// addresses (with the DNS port) it is queried at.
+type AuthServer struct {
+	Name  string           // NS target (FQDN), or the address as given to ExplicitServers
+	Addrs []netip.AddrPort // A addresses first, then AAAA
+}
+
+func (s AuthServer) String() string {
+	addrs := make([]string, len(s.Addrs))
+	for i, a := range s.Addrs {
+		addrs[i] = a.String()
+	}
+	return fmt.Sprintf("%s [%s]", s.Name, strings.Join(addrs, " "))
+}
+
+// FindZone returns the zone (apex FQDN, lower case) that holds name, asking
+// the validating resolver r for SOA records: at name itself (an apex answers
+// with its SOA), else the SOA in the authority section of the NODATA or
+// NXDOMAIN answer names the zone; without one, it walks up one label at a
+// time. Failures are *dnsx.LookupError values wrapping the dnsx sentinels: a
+// bogus (ErrBogus) or failed (ErrLookupFailed) lookup is returned as such,
+// never taken for "no zone here". When no zone answers up to the root, the
+// error wraps ErrNXDomain or ErrNoData.
+func FindZone(ctx context.Context, r *dnsx.Resolver, name string) (string, error) {
+	name = dns.Fqdn(strings.ToLower(name))
+	if _, ok := dns.IsDomainName(name); !ok {
+		return "", &dnsx.LookupError{Name: name, Type: "SOA", Server: resolverAddr(r), Status: dnsx.Failed,
+			Rcode: -1, Canonical: name, Kind: dnsx.ErrLookupFailed, Err: errors.New("invalid domain name")}
+	}
+	var last error
+	for cur := name; ; {
+		resp, err := resolverQuery(ctx, r, cur, dns.TypeSOA)
+		if err != nil {
+			return "", err
+		}
+		if zone, ok := zoneFromSOAResponse(cur, resp); ok {
+			return zone, nil
+		}
+		last = negativeError(r, cur, dns.TypeSOA, resp)
+		if cur == "." {
+			return "", fmt.Errorf("no zone found for %s: %w", name, last)
+		}
+		cur = parent(cur)
+	}
+}
+
+// zoneFromSOAResponse reads the zone of qname from a NOERROR/NXDOMAIN answer
+// to "qname SOA": the SOA owned by qname in the answer (qname is an apex), or
+// the SOA in the authority section of a negative answer when qname is inside
+// it. A CNAME at qname makes the authority section describe the CNAME
+// target's zone, so it is not used then.
+func zoneFromSOAResponse(qname string, resp *dns.Msg) (string, bool) {
+	for _, rr := range resp.Answer {
+		h := rr.Header()
+		if !strings.EqualFold(h.Name, qname) {
+			continue
+		}
+		switch h.Rrtype {
+		case dns.TypeSOA:
+			if resp.Rcode == dns.RcodeSuccess {
+				return strings.ToLower(qname), true
+			}
+		case dns.TypeCNAME, dns.TypeDNAME:
+			return "", false
+		}
+	}
+	for _, rr := range resp.Answer {
+		if rr.Header().Rrtype == dns.TypeCNAME || rr.Header().Rrtype == dns.TypeDNAME {
+			return "", false // a chain that leaves qname: its SOA is someone else's
+		}
+	}
+	for _, rr := range resp.Ns {
+		if soa, ok := rr.(*dns.SOA); ok && dns.IsSubDomain(soa.Hdr.Name, qname) {
+			return strings.ToLower(dns.Fqdn(soa.Hdr.Name)), true
+		}
+	}
+	return "", false
+}
+
+func parent(name string) string {
+	i, end := dns.NextLabel(name, 0)
+	if end {
+		return "."
+	}
+	return name[i:]
+}
+
+// AuthServers returns the authoritative servers of zone: the NS RRset that
+// the resolver r returns for zone, and the A and AAAA addresses of every NS
+// name, with port (0 means 53). Servers are sorted by name. An NS name
+// without any address, or whose lookup is bogus or failed, is an error: a
+// propagation check that skipped it would be incomplete. Errors wrap the
+// dnsx sentinels.
+func AuthServers(ctx context.Context, r *dnsx.Resolver, zone string, port int) ([]AuthServer, error) {
+	if port == 0 {
+		port = 53
+	}
+	if port < 0 || port > 65535 {
+		return nil, fmt.Errorf("providers: invalid port %d", port)
+	}
+	zone = dns.Fqdn(strings.ToLower(zone))
+	resp, err := resolverQuery(ctx, r, zone, dns.TypeNS)
+	if err != nil {
+		return nil, fmt.Errorf("NS of zone %s: %w", zone, err)
+	}
+	var names []string
+	for _, rr := range resp.Answer {
+		if ns, ok := rr.(*dns.NS); ok && strings.EqualFold(ns.Hdr.Name, zone) {
+			names = append(names, strings.ToLower(dns.Fqdn(ns.Ns)))
+		}
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("NS of zone %s: %w", zone, negativeError(r, zone, dns.TypeNS, resp))
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+
+	type result struct {
+		res *dnsx.AddrsResult
+		err error
+	}
+	results := make([]result, len(names))
+	done := make(chan struct{})
+	for i, n := range names {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			res, err := r.LookupAddrs(ctx, n)
+			results[i] = result{res, err}
+		}()
+	}
+	for range names {
+		<-done
+	}
+	servers := make([]AuthServer, 0, len(names))
+	var errs []error
+	for i, n := range names {
+		if results[i].err != nil {
+			errs = append(errs, fmt.Errorf("address of name server %s of zone %s: %w", n, zone, results[i].err))
+			continue
+		}
+		s := AuthServer{Name: n}
+		for _, a := range results[i].res.Addrs {
+			ap := netip.AddrPortFrom(a.Unmap(), uint16(port))
+			if !slices.Contains(s.Addrs, ap) {
+				s.Addrs = append(s.Addrs, ap)
+			}
+		}
+		servers = append(servers, s)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return servers, nil
+}
+
+// ExplicitServers turns "ip:port" strings (a bare IP gets port 53, IPv6 in
+// brackets when a port is given) into AuthServers, one per entry, named by
+// the entry as given, to check propagation on a known list of servers instead
+// of the zone's NS set (e.g. hidden primaries, or NS names the resolver
+// cannot reach).
+func ExplicitServers(addrs []string) ([]AuthServer, error) {
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("%w: no servers given", ErrConfig)
+	}
+	out := make([]AuthServer, 0, len(addrs))
+	for _, s := range addrs {
+		s = strings.TrimSpace(s)
+		ap, err := parseAddrPort(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: server %q: %v", ErrConfig, s, err)
+		}
+		out = append(out, AuthServer{Name: s, Addrs: []netip.AddrPort{ap}})
+	}
+	return out, nil
+}
+
+func parseAddrPort(s string) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	}
+	if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")); err == nil {
+		return netip.AddrPortFrom(a.Unmap(), 53), nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return netip.AddrPort{}, errors.New("want IP or IP:PORT")
+	}
+	if _, err := netip.ParseAddr(host); err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%q is not an IP address (host names are not resolved here)", host)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return netip.AddrPort{}, fmt.Errorf("bad port %q", port)
+	}
+	return netip.AddrPort{}, errors.New("want IP or IP:PORT")
+}
+
+// resolverAddr is r.Addr with port 53 added when it has none.
+func resolverAddr(r *dnsx.Resolver) string {
+	if _, _, err := net.SplitHostPort(r.Addr); err == nil {
+		return r.Addr
+	}
+	return net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(r.Addr, "["), "]"), "53")
+}
+
+// resolverQuery sends a recursive query with DO and AD to the validating
+// resolver r and returns the NOERROR or NXDOMAIN response. Everything else
+// is a *dnsx.LookupError classified as dnsx classifies it: SERVFAIL is
+// ErrBogus (ErrLookupFailed when its Extended DNS Error says the resolver
+// could not reach an authority), other rcodes, network errors and mismatched
+// responses are ErrLookupFailed.
+func resolverQuery(ctx context.Context, r *dnsx.Resolver, name string, qtype uint16) (*dns.Msg, error) {
+	name = dns.Fqdn(name)
+	addr := resolverAddr(r)
+	lerr := func(kind error, st dnsx.Status, rcode int, err error) *dnsx.LookupError {
+		return &dnsx.LookupError{Name: name, Type: dns.TypeToString[qtype], Server: addr, Status: st,
+			Rcode: rcode, Canonical: name, Kind: kind, Err: err}
+	}
+	m := new(dns.Msg)
+	m.SetQuestion(name, qtype)
+	m.RecursionDesired = true
+	m.AuthenticatedData = true
+	m.SetEdns0(1232, true)
+	timeout := cmp.Or(r.Timeout, dnsx.DefaultTimeout)
+	exchange := func(network string) (*dns.Msg, error) {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		c := &dns.Client{Net: network, UDPSize: 1232, Timeout: timeout}
+		resp, _, err := c.ExchangeContext(ctx, m, addr)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", network, err)
+		}
+		return resp, nil
+	}
+	resp, err := exchange("udp")
+	if err == nil && resp.Truncated {
+		resp, err = exchange("tcp")
+	}
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+			err = fmt.Errorf("%w (%v)", cerr, err)
+		}
+		return nil, lerr(dnsx.ErrLookupFailed, dnsx.Failed, -1, err)
+	}
+	if len(resp.Question) != 1 || !strings.EqualFold(resp.Question[0].Name, name) || resp.Question[0].Qtype != qtype {
+		return nil, lerr(dnsx.ErrLookupFailed, dnsx.Failed, resp.Rcode, errors.New("response does not match the question"))
+	}
+	switch resp.Rcode {
+	case dns.RcodeSuccess, dns.RcodeNameError:
+		return resp, nil
+	case dns.RcodeServerFailure:
+		e := lerr(dnsx.ErrBogus, dnsx.Bogus, resp.Rcode, nil)
+		if code, text, ok := ede(resp); ok {
+			e.EDE = text
+			switch code {
+			case dns.ExtendedErrorCodeNotReady, dns.ExtendedErrorCodeNotAuthoritative,
+				dns.ExtendedErrorCodeNotSupported, dns.ExtendedErrorCodeNoReachableAuthority,
+				dns.ExtendedErrorCodeNetworkError:
+				e.Kind, e.Status = dnsx.ErrLookupFailed, dnsx.Failed
+			}
+		}
+		return nil, e
+	default:
+		return nil, lerr(dnsx.ErrLookupFailed, dnsx.Failed, resp.Rcode, nil)
+	}
+}
+
+// negativeError describes a NOERROR/NXDOMAIN response without the wanted
+// records as ErrNXDomain or ErrNoData.
+func negativeError(r *dnsx.Resolver, name string, qtype uint16, resp *dns.Msg) *dnsx.LookupError {
+	st := dnsx.Insecure
+	if resp.AuthenticatedData {
+		st = dnsx.Secure
+	}
+	kind := dnsx.ErrNoData
+	if resp.Rcode == dns.RcodeNameError {
+		kind = dnsx.ErrNXDomain
+	}
+	e := &dnsx.LookupError{Name: dns.Fqdn(name), Type: dns.TypeToString[qtype], Server: resolverAddr(r),
+		Status: st, Rcode: resp.Rcode, Canonical: dns.Fqdn(name), Kind: kind}
+	for _, rr := range resp.Ns {
+		if soa, ok := rr.(*dns.SOA); ok {
+			e.NegTTL = min(soa.Hdr.Ttl, soa.Minttl)
+			break
+		}
+	}
+	if _, text, ok := ede(resp); ok {
+		e.EDE = text
+	}
+	return e
+}
+
+func ede(resp *dns.Msg) (uint16, string, bool) {
+	opt := resp.IsEdns0()
+	if opt == nil {
+		return 0, "", false
+	}
+	for _, o := range opt.Option {
+		if e, ok := o.(*dns.EDNS0_EDE); ok {
+			text := fmt.Sprintf("EDE %d", e.InfoCode)
+			if s, ok := dns.ExtendedErrorCodeToString[e.InfoCode]; ok {
+				text += " (" + s + ")"
+			}
+			if e.ExtraText != "" {
+				text += ": " + e.ExtraText
+			}
+			return e.InfoCode, text, true
+		}
+	}
+	return 0, "", false
+}
