@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 	"github.com/miekg/dns"
@@ -28,6 +30,27 @@ type Config struct {
 	Provider Provider `toml:"provider"`
 	// Hosts are the MX hosts under management.
 	Hosts []Host `toml:"host"`
+	// StateDir holds rollover state and staged material (mode 0700);
+	// default /var/lib/tlsactl.
+	StateDir string `toml:"state_dir"`
+	// Margin is added to every TTL wait of a rollover; default 60s.
+	Margin Duration `toml:"margin"`
+}
+
+// Duration is a time.Duration written as "60s" in the file.
+type Duration struct{ time.Duration }
+
+// UnmarshalText reads Go duration syntax ("90s", "5m").
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("bad duration %q: want e.g. \"60s\" or \"5m\"", b)
+	}
+	if v < 0 {
+		return fmt.Errorf("negative duration %q", b)
+	}
+	d.Duration = v
+	return nil
 }
 
 // Provider names a providers.Factory and its plain settings. Every key other
@@ -72,7 +95,32 @@ type Host struct {
 	Port int    `toml:"port"` // SMTP port; 25 when zero
 	Zone string `toml:"zone"` // the zone holding _25._tcp.<name>; discovered when empty
 	TTL  int    `toml:"ttl"`  // TTL of published TLSA records; 3600 when zero
+	// AuthServers, when set, are the authoritative servers ("host:port")
+	// asked for propagation instead of the zone's NS set; AuthPort is the
+	// NS set's port (53).
+	AuthServers []string `toml:"auth_servers"`
+	AuthPort    int      `toml:"auth_port"`
+	// Deploy says how the certificate is installed on this host.
+	Deploy Deploy `toml:"deploy"`
 }
+
+// Deploy is how a rollover installs a certificate on a host: files written
+// atomically, then the reload command, then STARTTLS probes until served.
+type Deploy struct {
+	KeyFile       string   `toml:"key_file"`   // private key PEM
+	ChainFile     string   `toml:"chain_file"` // full chain PEM, leaf first, up to the CA the 2 1 1 names
+	CertFile      string   `toml:"cert_file"`  // optional: the leaf alone
+	KeyMode       string   `toml:"key_mode"`   // octal, default "0600"
+	CertMode      string   `toml:"cert_mode"`  // octal, default "0644"
+	Owner         string   `toml:"owner"`      // optional chown
+	Group         string   `toml:"group"`
+	Reload        []string `toml:"reload"` // argv, e.g. ["postfix", "reload"]; no shell
+	ReloadTimeout Duration `toml:"reload_timeout"`
+	ProbeTimeout  Duration `toml:"probe_timeout"`
+}
+
+// Configured reports whether the host has a deploy section.
+func (d Deploy) Configured() bool { return d.KeyFile != "" || d.ChainFile != "" }
 
 // Load reads and checks the file at path.
 func Load(path string) (*Config, error) {
@@ -138,6 +186,21 @@ func Parse(b []byte, source string) (*Config, error) {
 		}
 		if h.TTL < 0 || h.TTL > 2147483647 {
 			return nil, fmt.Errorf("%w: %s: host %s: ttl %d out of range", ErrConfig, source, h.Name, h.TTL)
+		}
+		if h.AuthPort == 0 {
+			h.AuthPort = 53
+		}
+		if d := h.Deploy; d.Configured() {
+			if d.KeyFile == "" || d.ChainFile == "" || len(d.Reload) == 0 {
+				return nil, fmt.Errorf("%w: %s: host %s: [host.deploy] needs key_file, chain_file and reload", ErrConfig, source, h.Name)
+			}
+			for _, m := range []string{d.KeyMode, d.CertMode} {
+				if m != "" {
+					if _, err := strconv.ParseUint(m, 8, 32); err != nil {
+						return nil, fmt.Errorf("%w: %s: host %s: mode %q is not octal (e.g. \"0640\")", ErrConfig, source, h.Name, m)
+					}
+				}
+			}
 		}
 		key := fmt.Sprintf("%s:%d", h.Name, h.Port)
 		if seen[key] {

@@ -19,6 +19,9 @@ func TestExampleConfigLoads(t *testing.T) {
 	if h == nil || h.Zone != "example.nl." || h.TTL != 3600 {
 		t.Errorf("host %+v", h)
 	}
+	if !h.Deploy.Configured() || h.Deploy.Reload[0] != "postfix" || h.Deploy.ProbeTimeout.Minutes() != 2 || c.Margin.Seconds() != 60 || c.StateDir == "" {
+		t.Errorf("deploy/rollover settings %+v %v %q", h.Deploy, c.Margin, c.StateDir)
+	}
 	if h2 := c.Host("mail2.example.nl.", 0); h2 == nil || h2.Port != 25 || h2.TTL != 3600 || h2.Zone != "" {
 		t.Errorf("defaults not applied: %+v", h2)
 	}
@@ -36,6 +39,9 @@ func TestParseErrors(t *testing.T) {
 		{"bearer token inline", "[provider]\nname = \"gandi\"\nbearer_token = \"s3cr3t-value\"\n", "bearer_token must not"},
 		{"aws key inline", "[provider]\nname = \"route53\"\naccess_key_id = \"s3cr3t-value\"\n", "access_key_id must not"},
 		{"ovh app key inline", "[provider]\nname = \"ovh\"\napplication_key = \"s3cr3t-value\"\n", "application_key must not"},
+		{"deploy incomplete", "[[host]]\nname = \"a.example\"\n[host.deploy]\nkey_file = \"/k\"\n", "needs key_file, chain_file and reload"},
+		{"bad mode", "[[host]]\nname = \"a.example\"\n[host.deploy]\nkey_file = \"/k\"\nchain_file = \"/c\"\nreload = [\"true\"]\nkey_mode = \"rw\"\n", "not octal"},
+		{"bad duration", "margin = \"soon\"\n", "bad duration"},
 		{"provider not a table", "provider = \"x\"\n", "[provider]"},
 	}
 	for _, tc := range tests {

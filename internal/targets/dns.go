@@ -1,0 +1,84 @@
+// Package targets connects the rollover engine to the real world: a TLSA
+// RRset changed through a libdns provider and confirmed at every
+// authoritative server (rollover.DNS), built from tlsactl's configuration.
+package targets
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tlsactl/tlsactl/internal/dnsx"
+	"github.com/tlsactl/tlsactl/providers"
+	"github.com/tlsactl/tlsactl/rollover"
+)
+
+// ProviderDNS is rollover.DNS for one owner name through a provider.
+type ProviderDNS struct {
+	Provider providers.Provider
+	Zone     string // FQDN
+	Owner    string // _<port>._tcp.<host>.
+	Port     uint16 // SMTP port (for the negative-TTL lookup)
+	Host     string
+	Resolver *dnsx.Resolver
+	// AuthServers, when set, are asked instead of the zone's NS set
+	// ("host:port"); AuthPort is the port of the NS set's servers (53).
+	AuthServers []string
+	AuthPort    int
+	Propagation providers.PropagationOptions
+}
+
+var _ rollover.DNS = (*ProviderDNS)(nil)
+
+// Current reads the RRset from the provider. When it is empty, the negative
+// TTL comes from the validating resolver's NODATA/NXDOMAIN answer (0 when
+// that cannot be learned; the engine then uses the rollover's TTL).
+func (d *ProviderDNS) Current(ctx context.Context) (rollover.RRSet, uint32, error) {
+	set, err := providers.GetTLSA(ctx, d.Provider, d.Zone, d.Owner)
+	if err != nil {
+		return rollover.RRSet{}, 0, err
+	}
+	out := rollover.RRSet{Records: set.Records, TTL: uint32(set.TTL / time.Second)}
+	var neg uint32
+	if len(set.Records) == 0 && d.Resolver != nil {
+		_, lerr := d.Resolver.LookupTLSA(ctx, d.Port, d.Host)
+		var le *dnsx.LookupError
+		if errors.As(lerr, &le) && (errors.Is(lerr, dnsx.ErrNoData) || errors.Is(lerr, dnsx.ErrNXDomain)) {
+			neg = le.NegTTL
+		}
+	}
+	return out, neg, nil
+}
+
+// Set replaces the RRset in one provider call.
+func (d *ProviderDNS) Set(ctx context.Context, want rollover.RRSet) error {
+	cur, err := providers.GetTLSA(ctx, d.Provider, d.Zone, d.Owner)
+	if err != nil {
+		return err
+	}
+	_, err = providers.SetTLSA(ctx, d.Provider, d.Zone, cur, d.rrset(want))
+	return err
+}
+
+func (d *ProviderDNS) rrset(want rollover.RRSet) providers.RRSet {
+	return providers.RRSet{Owner: d.Owner, TTL: time.Duration(want.TTL) * time.Second, Records: want.Records}
+}
+
+// WaitServed waits until every authoritative server serves exactly want.
+func (d *ProviderDNS) WaitServed(ctx context.Context, want rollover.RRSet) error {
+	var servers []providers.AuthServer
+	var err error
+	if len(d.AuthServers) > 0 {
+		servers, err = providers.ExplicitServers(d.AuthServers)
+	} else {
+		servers, err = providers.AuthServers(ctx, d.Resolver, d.Zone, d.AuthPort)
+	}
+	if err != nil {
+		return fmt.Errorf("authoritative servers of %s: %w", d.Zone, err)
+	}
+	opts := d.Propagation
+	opts.Zone = d.Zone
+	_, err = providers.WaitPropagated(ctx, servers, d.rrset(want), opts)
+	return err
+}
