@@ -27,6 +27,17 @@ type Engine struct {
 	Target func(host string) (Target, error)
 	// LockWait bounds how long to wait for another process's lock.
 	LockWait time.Duration
+	// Failpoint, when set, is called with the name of each point where a
+	// crash must be survivable ("step-start:<step>", "before-set",
+	// "after-set", "after-confirm", "before-deploy", "after-deploy",
+	// "step-done:<step>"). Crash tests kill the process there.
+	Failpoint func(point string)
+}
+
+func (e *Engine) fail(point string) {
+	if e.Failpoint != nil {
+		e.Failpoint(point)
+	}
 }
 
 // StartRequest describes a new rollover.
@@ -330,6 +341,7 @@ func (e *Engine) Advance(ctx context.Context, host string) (Outcome, error) {
 			st.History = append(st.History, Event{At: now, Step: step, What: "done", Detail: "rollover complete"})
 			break
 		}
+		e.fail("step-start:" + string(step))
 		err := e.runStep(ctx, st, t, step)
 		switch {
 		case err == nil:
@@ -338,6 +350,7 @@ func (e *Engine) Advance(ctx context.Context, host string) (Outcome, error) {
 			if err := e.Store.Save(st); err != nil {
 				return Outcome{State: st}, err
 			}
+			e.fail("step-done:" + string(step))
 			continue
 		case errors.Is(err, ErrWaiting), errors.Is(err, ErrNeedMaterial):
 			st.LastError = ""
@@ -462,9 +475,11 @@ func (e *Engine) publish(ctx context.Context, st *State, t Target, step StepKind
 		last = &st.Versions[len(st.Versions)-1]
 	}
 	if !sameSet(cur.Records, want) {
+		e.fail("before-set")
 		if err := t.DNS.Set(ctx, RRSet{Records: want, TTL: st.TTL}); err != nil {
 			return fmt.Errorf("provider: %w", err)
 		}
+		e.fail("after-set")
 		st.History = append(st.History, Event{At: now, Step: step, What: "published", Detail: abbrev(recordTexts(want))})
 	}
 	if err := t.DNS.WaitServed(ctx, RRSet{Records: want, TTL: st.TTL}); err != nil {
@@ -478,6 +493,7 @@ func (e *Engine) publish(ctx context.Context, st *State, t Target, step StepKind
 		}
 	}
 	st.History = append(st.History, Event{At: done, Step: step, What: "confirmed", Detail: "every authoritative server serves " + abbrev(recordTexts(want))})
+	e.fail("after-confirm")
 	return nil
 }
 
@@ -536,9 +552,11 @@ func (e *Engine) deploy(ctx context.Context, st *State, t Target) error {
 	if err := e.Store.Save(st); err != nil {
 		return err
 	}
+	e.fail("before-deploy")
 	if err := t.Deployer.Deploy(ctx, m); err != nil {
 		return fmt.Errorf("deploy: %w", err)
 	}
+	e.fail("after-deploy")
 	st.History = append(st.History, Event{At: e.now(), Step: StepDeploy, What: "deployed", Detail: "every address serves the new certificate"})
 	return nil
 }
