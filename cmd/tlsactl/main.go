@@ -96,10 +96,14 @@ record under _25._tcp.<mx-host>, of which at least one must match at every momen
 			createMatch(),
 			createCheck(),
 			createPublish(),
+			createRollover(),
 		},
 	}
 	for _, c := range app.Commands {
 		c.OnUsageError = onUsageError
+		for _, sub := range c.Subcommands {
+			sub.OnUsageError = onUsageError
+		}
 	}
 	return app
 }

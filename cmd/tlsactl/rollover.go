@@ -1,0 +1,575 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/tlsactl/tlsactl/internal/config"
+	"github.com/tlsactl/tlsactl/internal/deploy"
+	"github.com/tlsactl/tlsactl/internal/dnsx"
+	"github.com/tlsactl/tlsactl/internal/targets"
+	"github.com/tlsactl/tlsactl/providers"
+	"github.com/tlsactl/tlsactl/rollover"
+	"github.com/tlsactl/tlsactl/tlsa"
+	"github.com/urfave/cli/v2"
+)
+
+const (
+	flagStateDir = "state-dir"
+	flagPlan     = "plan"
+	flagNewCA    = "new-ca"
+	flagNewCert  = "new-cert"
+	flagNewKey   = "new-key"
+	flagNextKey  = "next-key"
+	flagCert     = "cert"
+	flagKey      = "key"
+)
+
+// Exit codes of rollover commands.
+const exitRolloverError = 1 // a step failed or was refused; state records why; a later run retries
+
+func createRollover() *cli.Command {
+	common := []cli.Flag{
+		&cli.StringFlag{Name: flagConfig, EnvVars: []string{"TLSACTL_CONFIG"}, Value: "/etc/tlsactl/tlsactl.toml", Usage: "configuration `FILE`: provider, hosts, deploy paths, reload commands"},
+		&cli.StringFlag{Name: flagStateDir, EnvVars: []string{"TLSACTL_STATE_DIR"}, Usage: "state `DIR` (default: config state_dir, then /var/lib/tlsactl)"},
+		&cli.StringFlag{Name: flagResolver, EnvVars: []string{"TLSACTL_RESOLVER"}, Usage: "validating resolver `ADDR` (default: config, then /etc/resolv.conf)"},
+	}
+	hostFlag := &cli.StringFlag{Name: flagHost, Usage: "the MX `HOST` (must be a [[host]] of the configuration)"}
+	flags := func(extra ...cli.Flag) []cli.Flag { return append(append([]cli.Flag(nil), common...), extra...) }
+	return &cli.Command{
+		Name:  "rollover",
+		Usage: "renew certificates and change CAs without ever breaking DANE (NCSC procedure)",
+		Description: `Plans (each step re-checks DNS and the server before it acts):
+
+   renew           same CA: verify the new certificate is covered by the published 2 1 1,
+                   deploy it, replace the 3 1 1. No TTL wait.
+   ca-migration    publish the new CA's 2 1 1 beside the old one, wait until the old RRset
+                   is in no cache (confirmation + TTL + margin), deploy the new certificate,
+                   replace the 3 1 1, retire the old CA's 2 1 1.
+   key-prepublish  publish the next key's 3 1 1, wait a TTL, deploy the certificate on that
+                   key, retire the old 3 1 1 (RFC 7671 §8.1).
+
+Before every DNS change and every certificate swap tlsactl checks that every RRset a
+resolver may still hold matches every chain the server may serve; an unsafe action is
+refused with the time it becomes safe. State is kept per host in the state directory
+(atomic writes, mode 0600, one process per host by lock): a crash resumes where it stopped.
+
+EXIT CODES:
+   0   done, or waiting safely (TTL, material): run again later
+   1   a step failed or was refused (the state says why); run again to retry
+   2   bad input or configuration`,
+		Subcommands: []*cli.Command{
+			{
+				Name: "plan", Usage: "show the steps, the records after each and the earliest finish (changes nothing)",
+				Flags: flags(hostFlag, &cli.StringFlag{Name: flagPlan, Value: string(rollover.PlanRenew), Usage: "renew, ca-migration or key-prepublish"},
+					&cli.StringFlag{Name: flagNewCA, Usage: "new CA certificate `FILE` (ca-migration)"},
+					&cli.StringFlag{Name: flagNewCert, Usage: "new certificate chain `FILE`"},
+					&cli.StringFlag{Name: flagNextKey, Usage: "next private key `FILE` (key-prepublish)"},
+					&cli.BoolFlag{Name: flagJSON, Usage: "print JSON"}),
+				Action: runRolloverPlan,
+			},
+			{
+				Name: "start", Usage: "begin a rollover for a host (checks it is safe now; changes nothing yet)",
+				Flags: flags(hostFlag, &cli.StringFlag{Name: flagPlan, Usage: "renew, ca-migration or key-prepublish"},
+					&cli.StringFlag{Name: flagNewCA, Usage: "new CA certificate `FILE` (ca-migration)"},
+					&cli.StringFlag{Name: flagNewCert, Usage: "new certificate chain `FILE`, leaf first, with the CA certificate"},
+					&cli.StringFlag{Name: flagNewKey, Usage: "private key `FILE` of the new certificate"},
+					&cli.StringFlag{Name: flagNextKey, Usage: "next private key `FILE` (key-prepublish; only its public key is used)"},
+					&cli.Int64Flag{Name: flagTTL, Value: -1, DefaultText: "config, then the current RRset's", Usage: "TTL of the records the rollover publishes"}),
+				Action: runRolloverStart,
+			},
+			{
+				Name: "provide", Usage: "stage the new certificate for a rollover that waits for it",
+				Flags: flags(hostFlag, &cli.StringFlag{Name: flagCert, Usage: "new certificate chain `FILE`"},
+					&cli.StringFlag{Name: flagKey, Usage: "its private key `FILE`"}),
+				Action: runRolloverProvide,
+			},
+			{
+				Name: "run", Usage: "advance every rollover as far as is safe now (for cron / systemd timers)",
+				Flags: flags(&cli.StringSliceFlag{Name: flagHost, Usage: "only this `HOST` (repeatable)"},
+					&cli.BoolFlag{Name: flagWait, Usage: "sleep until each rollover is done (or needs material)"},
+					&cli.DurationFlag{Name: flagTimeout, Value: 24 * time.Hour, Usage: "bound for --wait"}),
+				Action: runRolloverRun,
+			},
+			{
+				Name: "status", Usage: "show every rollover's step, records and history",
+				Flags:  flags(&cli.StringSliceFlag{Name: flagHost, Usage: "only this `HOST`"}, &cli.BoolFlag{Name: flagJSON, Usage: "print JSON"}),
+				Action: runRolloverStatus,
+			},
+			{
+				Name: "abort", Usage: "stop a rollover safely (takes back records it added before the deploy)",
+				Flags: flags(hostFlag), Action: runRolloverAbort,
+			},
+		},
+	}
+}
+
+// rolloverEnv is the configuration and engine every rollover command uses.
+type rolloverEnv struct {
+	cfg      *config.Config
+	resolver *dnsx.Resolver
+	store    *rollover.FileStore
+	engine   *rollover.Engine
+}
+
+func newRolloverEnv(c *cli.Context) (*rolloverEnv, error) {
+	cfg, err := config.Load(c.String(flagConfig))
+	if err != nil {
+		return nil, err
+	}
+	dir := c.String(flagStateDir)
+	if dir == "" {
+		dir = cfg.StateDir
+	}
+	if dir == "" {
+		dir = "/var/lib/tlsactl"
+	}
+	store, err := rollover.NewFileStore(dir)
+	if err != nil {
+		return nil, err
+	}
+	addr := c.String(flagResolver)
+	if addr == "" {
+		addr = cfg.Resolver
+	}
+	if addr == "" {
+		if addr, err = dnsx.SystemResolver(); err != nil {
+			return nil, fmt.Errorf("no resolver: %w; set resolver in the configuration", err)
+		}
+	}
+	env := &rolloverEnv{cfg: cfg, resolver: &dnsx.Resolver{Addr: addr}, store: store}
+	env.engine = &rollover.Engine{Store: store, Clock: rollover.SystemClock{}, Target: env.target, LockWait: 10 * time.Second}
+	// Crash tests: TLSACTL_FAILPOINT=<point> kills this process with SIGKILL
+	// at that point of the engine (see rollover.Engine.Failpoint).
+	if fp := os.Getenv("TLSACTL_FAILPOINT"); fp != "" {
+		env.engine.Failpoint = func(point string) {
+			if point == fp {
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {} // the signal is on its way
+			}
+		}
+	}
+	return env, nil
+}
+
+func (env *rolloverEnv) host(name string) (*config.Host, error) {
+	if name == "" {
+		return nil, errors.New("give --host HOST")
+	}
+	h := env.cfg.Host(name, 0)
+	if h == nil {
+		return nil, fmt.Errorf("host %s is not in the configuration: add a [[host]] with its deploy section", strings.TrimSuffix(name, "."))
+	}
+	return h, nil
+}
+
+// target builds the real DNS and deployer for a configured host.
+func (env *rolloverEnv) target(host string) (rollover.Target, error) {
+	h, err := env.host(host)
+	if err != nil {
+		return rollover.Target{}, err
+	}
+	if !h.Deploy.Configured() {
+		return rollover.Target{}, fmt.Errorf("host %s has no [host.deploy] section: tlsactl cannot install its certificate", strings.TrimSuffix(h.Name, "."))
+	}
+	if env.cfg.Provider.Name == "" {
+		return rollover.Target{}, errors.New("the configuration has no [provider]")
+	}
+	prov, err := providers.New(env.cfg.Provider.Name, providers.Settings{Values: env.cfg.Provider.Settings})
+	if err != nil {
+		return rollover.Target{}, err
+	}
+	owner, _ := tlsa.OwnerName(strconv.Itoa(h.Port), "tcp", h.Name)
+	zone := h.Zone
+	if zone == "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if zone, err = providers.FindZone(ctx, env.resolver, owner); err != nil {
+			return rollover.Target{}, fmt.Errorf("finding the zone of %s: %w (set zone in the configuration)", owner, err)
+		}
+	}
+	d := &targets.ProviderDNS{
+		Provider: prov, Zone: dns.Fqdn(zone), Owner: owner, Port: uint16(h.Port), Host: h.Name, Resolver: env.resolver,
+		AuthServers: h.AuthServers, AuthPort: h.AuthPort,
+		Propagation: providers.PropagationOptions{Interval: time.Second, Timeout: 10 * time.Minute},
+	}
+	km, _ := strconv.ParseUint(orDefault(h.Deploy.KeyMode, "0600"), 8, 32)
+	cm, _ := strconv.ParseUint(orDefault(h.Deploy.CertMode, "0644"), 8, 32)
+	dep, err := deploy.New(deploy.Config{
+		Host: h.Name, Port: h.Port, KeyFile: h.Deploy.KeyFile, ChainFile: h.Deploy.ChainFile, CertFile: h.Deploy.CertFile,
+		KeyMode: os.FileMode(km), CertMode: os.FileMode(cm), Owner: h.Deploy.Owner, Group: h.Deploy.Group,
+		Reload: h.Deploy.Reload, ReloadTimeout: h.Deploy.ReloadTimeout.Duration, ProbeTimeout: h.Deploy.ProbeTimeout.Duration,
+		Prober: deploy.ResolverProber{Resolver: env.resolver, Host: h.Name, Port: h.Port, Timeout: 30 * time.Second},
+	})
+	if err != nil {
+		return rollover.Target{}, err
+	}
+	return rollover.Target{DNS: d, Deployer: dep}, nil
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func readMaterial(c *cli.Context, certFlag, keyFlag string) (*rollover.Material, error) {
+	cp, kp := c.String(certFlag), c.String(keyFlag)
+	if cp == "" && kp == "" {
+		return nil, nil
+	}
+	if cp == "" || kp == "" {
+		return nil, fmt.Errorf("give both --%s and --%s", certFlag, keyFlag)
+	}
+	chain, err := readInput(cp, c.App.Reader)
+	if err != nil {
+		return nil, err
+	}
+	key, err := readInput(kp, c.App.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return &rollover.Material{ChainPEM: chain, KeyPEM: key}, nil
+}
+
+func readCA(c *cli.Context) (*x509.Certificate, error) {
+	p := c.String(flagNewCA)
+	if p == "" {
+		return nil, nil
+	}
+	b, err := readInput(p, c.App.Reader)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := tlsa.ParseMaterial(p, b)
+	if err != nil {
+		return nil, err
+	}
+	certs := tlsa.Certificates(ms)
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%s: no certificate found (found %s)", p, kindsOf(ms))
+	}
+	if !certs[0].IsCA {
+		return nil, fmt.Errorf("%s: %s is not a CA certificate; give the issuing CA of the new certificate", p, certs[0].Subject)
+	}
+	return certs[0], nil
+}
+
+func readNextKey(c *cli.Context) ([]byte, error) {
+	p := c.String(flagNextKey)
+	if p == "" {
+		return nil, nil
+	}
+	b, err := readInput(p, c.App.Reader)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := tlsa.ParseMaterial(p, b)
+	if err != nil {
+		return nil, err
+	}
+	return ms[0].SPKI, nil
+}
+
+func runRolloverStart(c *cli.Context) error {
+	env, err := newRolloverEnv(c)
+	if err != nil {
+		return badInput(err)
+	}
+	h, err := env.host(c.String(flagHost))
+	if err != nil {
+		return badInput(err)
+	}
+	req := rollover.StartRequest{Host: h.Name, Port: h.Port, Plan: rollover.Plan(c.String(flagPlan)), Margin: env.cfg.Margin.Duration}
+	if !req.Plan.Valid() {
+		return badInput(fmt.Errorf("--plan %q: want renew, ca-migration or key-prepublish", c.String(flagPlan)))
+	}
+	if env.cfg.Margin.Duration == 0 {
+		req.Margin = time.Minute
+	}
+	switch ttl := c.Int64(flagTTL); {
+	case ttl > 2147483647:
+		return badInput(fmt.Errorf("--ttl %d out of range", ttl))
+	case ttl >= 0:
+		req.TTL = uint32(ttl)
+	default:
+		req.TTL = uint32(h.TTL)
+	}
+	if req.New, err = readMaterial(c, flagNewCert, flagNewKey); err != nil {
+		return badInput(err)
+	}
+	if req.NewCA, err = readCA(c); err != nil {
+		return badInput(err)
+	}
+	if req.NextKeySPKI, err = readNextKey(c); err != nil {
+		return badInput(err)
+	}
+	st, err := env.engine.Start(c.Context, req)
+	if err != nil {
+		return &exitError{code: exitRolloverError, err: err}
+	}
+	fmt.Fprintf(c.App.Writer, "started %s rollover of %s; next step: %s (run `tlsactl rollover run`)\n", st.Plan, strings.TrimSuffix(st.Host, "."), st.CurrentStep())
+	return nil
+}
+
+func runRolloverProvide(c *cli.Context) error {
+	env, err := newRolloverEnv(c)
+	if err != nil {
+		return badInput(err)
+	}
+	h, err := env.host(c.String(flagHost))
+	if err != nil {
+		return badInput(err)
+	}
+	m, err := readMaterial(c, flagCert, flagKey)
+	if err != nil {
+		return badInput(err)
+	}
+	if m == nil {
+		return badInput(errors.New("give --cert FILE and --key FILE"))
+	}
+	st, err := env.engine.Provide(c.Context, h.Name, *m)
+	if err != nil {
+		return &exitError{code: exitRolloverError, err: err}
+	}
+	fmt.Fprintf(c.App.Writer, "staged the new certificate for %s (3 1 1 %s…); it is deployed when the plan says it is safe\n", strings.TrimSuffix(st.Host, "."), short16(st.NewLeafSPKI))
+	return nil
+}
+
+func short16(s string) string {
+	if len(s) > 16 {
+		return s[:16]
+	}
+	return s
+}
+
+func runRolloverRun(c *cli.Context) error {
+	env, err := newRolloverEnv(c)
+	if err != nil {
+		return badInput(err)
+	}
+	hosts := c.StringSlice(flagHost)
+	if len(hosts) == 0 {
+		if hosts, err = env.store.List(); err != nil {
+			return badInput(err)
+		}
+	}
+	ctx := c.Context
+	if c.Bool(flagWait) {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.Duration(flagTimeout))
+		defer cancel()
+	}
+	for {
+		var next time.Time
+		failed := 0
+		for _, h := range hosts {
+			st, err := env.store.Load(h)
+			if err != nil {
+				if errors.Is(err, rollover.ErrNoRollover) {
+					continue
+				}
+				return badInput(err)
+			}
+			if st.Status != rollover.StatusActive {
+				continue
+			}
+			out, err := env.engine.Advance(ctx, h)
+			host := strings.TrimSuffix(h, ".")
+			switch {
+			case err != nil:
+				failed++
+				fmt.Fprintf(c.App.ErrWriter, "tlsactl: %s: %s\n", host, oneLine(err.Error()))
+				if out.State != nil && !out.State.NotBefore.IsZero() && (next.IsZero() || out.State.NotBefore.Before(next)) {
+					next = out.State.NotBefore
+				}
+			case out.Waiting:
+				fmt.Fprintf(c.App.Writer, "%s: waiting: %s\n", host, out.Reason)
+				if nb := out.State.NotBefore; !nb.IsZero() && (next.IsZero() || nb.Before(next)) {
+					next = nb
+				}
+			default:
+				fmt.Fprintf(c.App.Writer, "%s: %s rollover %s\n", host, out.State.Plan, out.State.Status)
+			}
+		}
+		if !c.Bool(flagWait) || (next.IsZero() && failed == 0) {
+			if failed > 0 {
+				return silentExit(exitRolloverError)
+			}
+			return nil
+		}
+		wait := time.Until(next)
+		if next.IsZero() || wait > 30*time.Second && failed > 0 {
+			wait = 5 * time.Second // retry a failed step
+		}
+		if wait < 0 {
+			wait = 0
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return &exitError{code: exitRolloverError, err: fmt.Errorf("--wait: %w before every rollover finished", ctx.Err())}
+		case <-timer.C:
+		}
+	}
+}
+
+type statusJSON struct {
+	*rollover.State
+	CurrentStep rollover.StepKind `json:"current_step"`
+}
+
+func runRolloverStatus(c *cli.Context) error {
+	env, err := newRolloverEnv(c)
+	if err != nil {
+		return badInput(err)
+	}
+	hosts := c.StringSlice(flagHost)
+	if len(hosts) == 0 {
+		if hosts, err = env.store.List(); err != nil {
+			return badInput(err)
+		}
+	}
+	var all []statusJSON
+	for _, h := range hosts {
+		st, err := env.store.Load(h)
+		if err != nil {
+			return badInput(err)
+		}
+		all = append(all, statusJSON{State: st, CurrentStep: st.CurrentStep()})
+	}
+	if c.Bool(flagJSON) {
+		if all == nil {
+			all = []statusJSON{}
+		}
+		enc := json.NewEncoder(c.App.Writer)
+		enc.SetIndent("", "  ")
+		return enc.Encode(all)
+	}
+	return printStatus(c.App.Writer, all)
+}
+
+func printStatus(w io.Writer, all []statusJSON) error {
+	var b strings.Builder
+	if len(all) == 0 {
+		b.WriteString("no rollovers\n")
+	}
+	for _, s := range all {
+		fmt.Fprintf(&b, "%s: %s rollover, %s, step %d/%d %s", strings.TrimSuffix(s.Host, "."), s.Plan, s.Status, s.Step+1, len(s.Plan.Steps()), s.CurrentStep)
+		if !s.NotBefore.IsZero() && s.Status == rollover.StatusActive {
+			fmt.Fprintf(&b, ", not before %s", s.NotBefore.UTC().Format(time.RFC3339))
+		}
+		b.WriteString("\n")
+		if s.LastError != "" {
+			fmt.Fprintf(&b, "  last error: %s\n", oneLine(s.LastError))
+		}
+		if len(s.Versions) > 0 {
+			fmt.Fprintf(&b, "  current RRset (TTL %d): %s\n", s.Versions[len(s.Versions)-1].TTL, strings.Join(s.Versions[len(s.Versions)-1].Records, ", "))
+		}
+		for _, e := range s.History {
+			fmt.Fprintf(&b, "  %s %-22s %-16s %s\n", e.At.UTC().Format(time.RFC3339), e.Step, e.What, oneLine(e.Detail))
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func runRolloverAbort(c *cli.Context) error {
+	env, err := newRolloverEnv(c)
+	if err != nil {
+		return badInput(err)
+	}
+	h, err := env.host(c.String(flagHost))
+	if err != nil {
+		return badInput(err)
+	}
+	st, err := env.engine.Abort(c.Context, h.Name)
+	if err != nil {
+		return &exitError{code: exitRolloverError, err: err}
+	}
+	fmt.Fprintf(c.App.Writer, "aborted the %s rollover of %s at step %s\n", st.Plan, strings.TrimSuffix(st.Host, "."), st.CurrentStep())
+	return nil
+}
+
+func runRolloverPlan(c *cli.Context) error {
+	env, err := newRolloverEnv(c)
+	if err != nil {
+		return badInput(err)
+	}
+	h, err := env.host(c.String(flagHost))
+	if err != nil {
+		return badInput(err)
+	}
+	plan := rollover.Plan(c.String(flagPlan))
+	if !plan.Valid() {
+		return badInput(fmt.Errorf("--plan %q: want renew, ca-migration or key-prepublish", plan))
+	}
+	t, err := env.target(h.Name)
+	if err != nil {
+		return badInput(err)
+	}
+	cur, _, err := t.DNS.Current(c.Context)
+	if err != nil {
+		return &exitError{code: exitRolloverError, err: err}
+	}
+	var newTA, newEE, next string
+	if ca, err := readCA(c); err != nil {
+		return badInput(err)
+	} else if ca != nil {
+		r, _ := tlsa.Compute(tlsa.Material{Kind: tlsa.KindCertificate, Certificate: ca, SPKI: ca.RawSubjectPublicKeyInfo}, 2, 1, 1)
+		newTA = r.String()
+	}
+	if p := c.String(flagNewCert); p != "" {
+		b, err := readInput(p, c.App.Reader)
+		if err != nil {
+			return badInput(err)
+		}
+		ms, err := tlsa.ParseMaterial(p, b)
+		if err != nil {
+			return badInput(err)
+		}
+		r, err := tlsa.Compute(ms[0], 3, 1, 1)
+		if err != nil {
+			return badInput(err)
+		}
+		newEE = r.String()
+	}
+	if spki, err := readNextKey(c); err != nil {
+		return badInput(err)
+	} else if spki != nil {
+		r, _ := tlsa.Compute(tlsa.Material{Kind: tlsa.KindPublicKey, SPKI: spki}, 3, 1, 1)
+		next = r.String()
+	}
+	margin := env.cfg.Margin.Duration
+	if margin == 0 {
+		margin = time.Minute
+	}
+	steps := rollover.Preview(plan, cur.Records, uint32(h.TTL), cur.TTL, newTA, newEE, next, margin, 30*time.Second, time.Now())
+	if c.Bool(flagJSON) {
+		enc := json.NewEncoder(c.App.Writer)
+		enc.SetIndent("", "  ")
+		return enc.Encode(steps)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s rollover of %s (dry run; assumes 30 s propagation and the new certificate at hand)\n", plan, strings.TrimSuffix(h.Name, "."))
+	for i, s := range steps {
+		fmt.Fprintf(&b, "%d. %-22s earliest %s  RRset: %s\n", i+1, s.Step, s.Earliest.UTC().Format(time.RFC3339), strings.Join(s.Records, ", "))
+		if s.Note != "" {
+			fmt.Fprintf(&b, "   %s\n", s.Note)
+		}
+	}
+	_, err = io.WriteString(c.App.Writer, b.String())
+	return err
+}
