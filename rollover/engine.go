@@ -536,6 +536,11 @@ func (e *Engine) deploy(ctx context.Context, st *State, t Target) error {
 	if err != nil {
 		return err
 	}
+	// A provide that staged the material but died before saving the state
+	// leaves a certificate the state (NewEE, checks) knows nothing about.
+	if spki := spkiHex(chain[0]); spki != st.NewLeafSPKI {
+		return fmt.Errorf("%w: the staged certificate (SPKI %s…) is not the one this rollover recorded (an interrupted provide?): provide it again", ErrNeedMaterial, short(spki))
+	}
 	served, err := t.Deployer.Served(ctx)
 	if err != nil {
 		return fmt.Errorf("probing what %s serves: %w", st.Host, err)
@@ -557,6 +562,13 @@ func (e *Engine) deploy(ctx context.Context, st *State, t Target) error {
 		return fmt.Errorf("deploy: %w", err)
 	}
 	e.fail("after-deploy")
+	// Probe: later steps retire the records the old chain needs.
+	if served, err = t.Deployer.Served(ctx); err != nil {
+		return fmt.Errorf("probing what %s serves after the deploy: %w", st.Host, err)
+	}
+	if !allServe(served, chain[0]) {
+		return fmt.Errorf("the deploy reported success, but not every address of %s serves the new certificate", st.Host)
+	}
 	st.History = append(st.History, Event{At: e.now(), Step: StepDeploy, What: "deployed", Detail: "every address serves the new certificate"})
 	return nil
 }
@@ -605,7 +617,10 @@ func (e *Engine) Abort(ctx context.Context, host string) (*State, error) {
 		if err != nil {
 			return st, fmt.Errorf("probing what %s serves: %w", host, err)
 		}
-		deployed := st.NewLeafSPKI != "" && len(served) > 0 && len(served[0]) > 0 && spkiHex(served[0][0]) == st.NewLeafSPKI
+		deployed := false // on any address: then the added records are needed
+		for _, c := range served {
+			deployed = deployed || (st.NewLeafSPKI != "" && len(c) > 0 && spkiHex(c[0]) == st.NewLeafSPKI)
+		}
 		if len(added) > 0 && !deployed {
 			if err := e.publish(ctx, st, t, "abort", func(cur []tlsa.Record) []tlsa.Record { return without(cur, added) }); err != nil {
 				st.History = append(st.History, Event{At: now, Step: st.CurrentStep(), What: "error", Detail: "abort: " + err.Error()})

@@ -1,0 +1,160 @@
+package rollover
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+)
+
+// memStore is an in-memory Store for tests. It persists states as JSON, so
+// what a later engine run loads is exactly what survived serialization, and
+// it checks on every Save that the rollover's history and RRset versions
+// only grow (append-only across runs and crashes).
+type memStore struct {
+	mu       sync.Mutex
+	states   map[string][]byte
+	material map[string]Material
+	locked   map[string]bool
+
+	// failSave makes the next n Save calls fail without writing.
+	failSave int
+	saves    int
+	// violations collects append-only breaches; tests assert it is empty.
+	violations []string
+}
+
+var _ Store = (*memStore)(nil)
+
+func newMemStore() *memStore {
+	return &memStore{states: map[string][]byte{}, material: map[string]Material{}, locked: map[string]bool{}}
+}
+
+func (m *memStore) Lock(ctx context.Context, host string) (func() error, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.locked[host] {
+		return nil, ErrLocked
+	}
+	m.locked[host] = true
+	var once sync.Once
+	return func() error {
+		once.Do(func() {
+			m.mu.Lock()
+			delete(m.locked, host)
+			m.mu.Unlock()
+		})
+		return nil
+	}, nil
+}
+
+func (m *memStore) Load(host string) (*State, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.states[host]
+	if !ok {
+		return nil, ErrNoRollover
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+func (m *memStore) Save(s *State) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failSave > 0 {
+		m.failSave--
+		return errors.New("memstore: disk full")
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	if old, ok := m.states[s.Host]; ok {
+		var prev State
+		if err := json.Unmarshal(old, &prev); err != nil {
+			return err
+		}
+		if prev.Created.Equal(s.Created) {
+			m.violations = append(m.violations, appendOnly(&prev, s)...)
+		}
+	}
+	m.states[s.Host] = b
+	m.saves++
+	return nil
+}
+
+// appendOnly lists how next rewrote what prev had persisted.
+func appendOnly(prev, next *State) []string {
+	var out []string
+	if len(next.History) < len(prev.History) {
+		out = append(out, fmt.Sprintf("history shrank from %d to %d events", len(prev.History), len(next.History)))
+	} else {
+		for i, ev := range prev.History {
+			if n := next.History[i]; !n.At.Equal(ev.At) || n.Step != ev.Step || n.What != ev.What || n.Detail != ev.Detail {
+				out = append(out, fmt.Sprintf("history event %d rewritten: %+v -> %+v", i, ev, n))
+			}
+		}
+	}
+	if len(next.Versions) < len(prev.Versions) {
+		return append(out, fmt.Sprintf("versions shrank from %d to %d", len(prev.Versions), len(next.Versions)))
+	}
+	for i, v := range prev.Versions {
+		n := next.Versions[i]
+		switch {
+		case !slices.Equal(n.Records, v.Records), n.TTL != v.TTL, n.Initial != v.Initial, !n.Requested.Equal(v.Requested):
+			out = append(out, fmt.Sprintf("version %d rewritten: %+v -> %+v", i, v, n))
+		case !v.Confirmed.IsZero() && !n.Confirmed.Equal(v.Confirmed):
+			out = append(out, fmt.Sprintf("version %d confirmation moved: %s -> %s", i, v.Confirmed, n.Confirmed))
+		case !v.Superseded.IsZero() && !n.Superseded.Equal(v.Superseded):
+			out = append(out, fmt.Sprintf("version %d supersession moved: %s -> %s", i, v.Superseded, n.Superseded))
+		}
+	}
+	return out
+}
+
+func (m *memStore) List() ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for h := range m.states {
+		out = append(out, h)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func (m *memStore) PutMaterial(host, name string, mat Material) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.material[host+"/"+name] = Material{ChainPEM: slices.Clone(mat.ChainPEM), KeyPEM: slices.Clone(mat.KeyPEM)}
+	return nil
+}
+
+func (m *memStore) GetMaterial(host, name string) (Material, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mat, ok := m.material[host+"/"+name]
+	if !ok {
+		return Material{}, ErrNoMaterial
+	}
+	return mat, nil
+}
+
+// state returns the persisted state of host, or nil.
+func (m *memStore) state(host string) *State {
+	st, err := m.Load(host)
+	if err != nil {
+		return nil
+	}
+	return st
+}

@@ -1,0 +1,826 @@
+package rollover
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tlsactl/tlsactl/tlsa"
+)
+
+// ---------------------------------------------------------------------------
+// Clock
+
+// fakeClock is a Clock that moves only when the test (or the fake DNS while
+// it "waits" for propagation) moves it.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t.Before(c.t) {
+		panic(fmt.Sprintf("fake clock moved backwards: %s -> %s", c.t, t))
+	}
+	c.t = t
+}
+
+// ---------------------------------------------------------------------------
+// Certificates: root -> intermediate -> leaf, built in the test.
+
+// testBase is the fake clock's start; every certificate is valid around it.
+var testBase = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+
+const testHost = "mx.example.net"
+
+type testCA struct {
+	root, inter *x509.Certificate
+	interKey    *ecdsa.PrivateKey
+}
+
+type testLeaf struct {
+	cert  *x509.Certificate
+	chain []*x509.Certificate // leaf, intermediate: what the server sends
+	mat   Material
+	key   *ecdsa.PrivateKey
+}
+
+// testPKI is the material every rollover test uses: two CAs and leaves for
+// each plan. It is built once per package run (key generation is the only
+// cost) and never mutated.
+type testPKI struct {
+	ca1, ca2 *testCA
+	old      testLeaf // served at the start: CA1, key "old"
+	renew    testLeaf // renew: CA1, new key
+	mig      testLeaf // ca-migration: CA2
+	next     testLeaf // key-prepublish: CA1, the next key
+	expired  testLeaf // CA1, expired before testBase
+	other    testLeaf // CA1, names another host
+	nextSPKI []byte
+}
+
+var (
+	pkiOnce sync.Once
+	pki     *testPKI
+	pkiErr  error
+)
+
+func getPKI(tb testing.TB) *testPKI {
+	tb.Helper()
+	pkiOnce.Do(func() { pki, pkiErr = buildPKI() })
+	if pkiErr != nil {
+		tb.Fatal(pkiErr)
+	}
+	return pki
+}
+
+var serial int64
+
+func buildPKI() (*testPKI, error) {
+	nb, na := testBase.AddDate(0, -1, 0), testBase.AddDate(2, 0, 0)
+	ca1, err := newTestCA("Test CA One", nb, na)
+	if err != nil {
+		return nil, err
+	}
+	ca2, err := newTestCA("Test CA Two", nb, na)
+	if err != nil {
+		return nil, err
+	}
+	p := &testPKI{ca1: ca1, ca2: ca2}
+	mk := func(ca *testCA, cn string, names []string, nb, na time.Time) (testLeaf, error) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return testLeaf{}, err
+		}
+		return ca.leaf(key, cn, names, nb, na)
+	}
+	if p.old, err = mk(ca1, "old", []string{testHost}, nb, na); err != nil {
+		return nil, err
+	}
+	if p.renew, err = mk(ca1, "renew", []string{testHost}, nb, na); err != nil {
+		return nil, err
+	}
+	if p.mig, err = mk(ca2, "migrated", []string{testHost}, nb, na); err != nil {
+		return nil, err
+	}
+	if p.next, err = mk(ca1, "next", []string{testHost}, nb, na); err != nil {
+		return nil, err
+	}
+	if p.expired, err = mk(ca1, "expired", []string{testHost}, nb.AddDate(-1, 0, 0), nb.Add(time.Hour)); err != nil {
+		return nil, err
+	}
+	if p.other, err = mk(ca1, "other", []string{"other.example.org"}, nb, na); err != nil {
+		return nil, err
+	}
+	p.nextSPKI = p.next.cert.RawSubjectPublicKeyInfo
+	return p, nil
+}
+
+func newTestCA(name string, nb, na time.Time) (*testCA, error) {
+	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	serial++
+	rootTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name + " Root"},
+		NotBefore: nb.AddDate(-1, 0, 0), NotAfter: na.AddDate(1, 0, 0),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	rootDER, err := x509.CreateCertificate(rand.Reader, rootTmpl, rootTmpl, &rootKey.PublicKey, rootKey)
+	if err != nil {
+		return nil, err
+	}
+	root, err := x509.ParseCertificate(rootDER)
+	if err != nil {
+		return nil, err
+	}
+	interKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	serial++
+	interTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name + " Intermediate"},
+		NotBefore: nb, NotAfter: na,
+		IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	interDER, err := x509.CreateCertificate(rand.Reader, interTmpl, root, &interKey.PublicKey, rootKey)
+	if err != nil {
+		return nil, err
+	}
+	inter, err := x509.ParseCertificate(interDER)
+	if err != nil {
+		return nil, err
+	}
+	return &testCA{root: root, inter: inter, interKey: interKey}, nil
+}
+
+func (ca *testCA) leaf(key *ecdsa.PrivateKey, cn string, names []string, nb, na time.Time) (testLeaf, error) {
+	serial++
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+		DNSNames: names, NotBefore: nb, NotAfter: na,
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.inter, &key.PublicKey, ca.interKey)
+	if err != nil {
+		return testLeaf{}, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return testLeaf{}, err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return testLeaf{}, err
+	}
+	chainPEM := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.inter.Raw})...)
+	return testLeaf{
+		cert: cert, chain: []*x509.Certificate{cert, ca.inter}, key: key,
+		mat: Material{ChainPEM: chainPEM, KeyPEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})},
+	}, nil
+}
+
+func ee311(c *x509.Certificate) tlsa.Record { return spki311(c.RawSubjectPublicKeyInfo) }
+
+func spki311(spki []byte) tlsa.Record {
+	r, err := tlsa.Compute(tlsa.Material{Kind: tlsa.KindPublicKey, SPKI: spki}, tlsa.DANEEE, tlsa.SelectorSPKI, tlsa.MatchSHA256)
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
+
+func ta211(c *x509.Certificate) tlsa.Record {
+	r, err := tlsa.Compute(tlsa.Material{Kind: tlsa.KindCertificate, Certificate: c, SPKI: c.RawSubjectPublicKeyInfo}, tlsa.DANETA, tlsa.SelectorSPKI, tlsa.MatchSHA256)
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
+
+func texts(rs ...tlsa.Record) []string { return recordTexts(rs) }
+
+// rrKey is a canonical text for an RRset (sorted records).
+func rrKey(rs []tlsa.Record) string {
+	ss := recordTexts(rs)
+	sort.Strings(ss)
+	return "{" + strings.Join(ss, ", ") + "}"
+}
+
+// ---------------------------------------------------------------------------
+// The simulated world: provider + authoritative servers with propagation
+// delays, resolver caches, and the mail server's addresses.
+
+type dnsChange struct {
+	at time.Time
+	rr RRSet
+}
+
+// freeze is an interval during which a secondary applies no change: a
+// lagging secondary. open means it still lags.
+type freeze struct {
+	from, to time.Time
+	open     bool
+}
+
+// fakeDNS models a DNS provider and its authoritative servers. Set changes
+// the provider at once; server i serves a change from at+delay[i] (or, when
+// it lags then, from when it stops lagging). WaitServed moves the fake clock
+// to when every server serves the change.
+type fakeDNS struct {
+	w       *world
+	negTTL  uint32
+	changes []dnsChange // [0]: the RRset before the test
+	delays  []time.Duration
+	freezes [][]freeze
+
+	// Faults: the next n calls fail. failSetApplied: the change is made
+	// but the provider reports an error (a timeout after commit).
+	failCurrent, failSet, failSetApplied, failWait int
+
+	sets, waits int
+}
+
+func (d *fakeDNS) Current(ctx context.Context) (RRSet, uint32, error) {
+	if d.failCurrent > 0 {
+		d.failCurrent--
+		return RRSet{}, 0, errors.New("provider API: 503 service unavailable")
+	}
+	c := d.changes[len(d.changes)-1].rr
+	return RRSet{Records: slices.Clone(c.Records), TTL: c.TTL}, d.negTTL, nil
+}
+
+func (d *fakeDNS) Set(ctx context.Context, want RRSet) error {
+	if d.failSet > 0 {
+		d.failSet--
+		return errors.New("provider API: 500 internal error")
+	}
+	d.sets++
+	d.changes = append(d.changes, dnsChange{at: d.w.clock.Now(), rr: RRSet{Records: slices.Clone(want.Records), TTL: want.TTL}})
+	d.w.logf("  dns: provider set %s ttl %d", rrKey(want.Records), want.TTL)
+	if d.failSetApplied > 0 {
+		d.failSetApplied--
+		return errors.New("provider API: timeout (the change was made)")
+	}
+	return nil
+}
+
+func (d *fakeDNS) WaitServed(ctx context.Context, want RRSet) error {
+	d.waits++
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d.failWait > 0 {
+		d.failWait--
+		return errors.New("ns2.example.net: SERVFAIL")
+	}
+	last := len(d.changes) - 1
+	if !sameSet(d.changes[last].rr.Records, want.Records) {
+		return fmt.Errorf("the provider holds %s, not %s", rrKey(d.changes[last].rr.Records), rrKey(want.Records))
+	}
+	target := d.w.clock.Now()
+	for i := range d.delays {
+		at, ok := d.applyTime(i, last)
+		if !ok {
+			return fmt.Errorf("ns%d still serves %s (lagging secondary)", i+1, rrKey(d.changes[d.servedIndex(i, target)].rr.Records))
+		}
+		if at.After(target) {
+			target = at
+		}
+	}
+	d.w.advanceTo(target)
+	return nil
+}
+
+// applyTime is when server i starts serving change k; ok is false while a
+// lag holds it back indefinitely.
+func (d *fakeDNS) applyTime(i, k int) (time.Time, bool) {
+	if k == 0 {
+		return time.Time{}, true
+	}
+	t := d.changes[k].at.Add(d.delays[i])
+	for _, f := range d.freezes[i] {
+		if !t.After(f.from) {
+			break // applied before the lag began
+		}
+		if f.open {
+			return time.Time{}, false
+		}
+		if t.Before(f.to) {
+			t = f.to
+		}
+	}
+	return t, true
+}
+
+// servedIndex is the change server i serves at t.
+func (d *fakeDNS) servedIndex(i int, t time.Time) int {
+	for k := len(d.changes) - 1; k > 0; k-- {
+		if at, ok := d.applyTime(i, k); ok && !at.After(t) {
+			return k
+		}
+	}
+	return 0
+}
+
+// mayBeCached returns every RRset some resolver may hold at now: each one an
+// authoritative server served at some instant t' with t'+TTL > now.
+func (d *fakeDNS) mayBeCached(now time.Time) []RRSet {
+	var out []RRSet
+	for i := range d.delays {
+		for k := range d.changes {
+			at, ok := d.applyTime(i, k)
+			if !ok || at.After(now) {
+				break
+			}
+			rr := d.changes[k].rr
+			if k+1 < len(d.changes) {
+				if end, ok := d.applyTime(i, k+1); ok && !end.After(now) {
+					if !end.After(at) {
+						continue // replaced at the instant it arrived
+					}
+					if !now.Before(end.Add(time.Duration(rr.TTL) * time.Second)) {
+						continue
+					}
+				}
+			}
+			out = append(out, rr)
+		}
+	}
+	return out
+}
+
+// setLag starts or ends a lag of server i at the current time.
+func (d *fakeDNS) setLag(i int, on bool) {
+	now := d.w.clock.Now()
+	fs := d.freezes[i]
+	lagging := len(fs) > 0 && fs[len(fs)-1].open
+	switch {
+	case on && !lagging:
+		d.freezes[i] = append(fs, freeze{from: now, open: true})
+	case !on && lagging:
+		fs[len(fs)-1].open, fs[len(fs)-1].to = false, now
+		d.w.check("lag ends")
+	}
+}
+
+func (d *fakeDNS) provider() RRSet { return d.changes[len(d.changes)-1].rr }
+
+// resolver is one validating resolver's cache of the TLSA RRset.
+type resolver struct {
+	has   bool
+	rr    RRSet
+	until time.Time
+}
+
+// fakeDeployer models the mail server: the chain each address serves.
+type fakeDeployer struct {
+	w     *world
+	addrs [][]*x509.Certificate
+
+	// Faults: the next n Deploy calls fail (nothing changes); the next
+	// stale Deploy calls report success while address staleAddr (every
+	// address when -1) keeps serving the old chain.
+	failDeploy, failServed, stale int
+	staleAddr                     int
+
+	deploys int
+}
+
+func (f *fakeDeployer) Served(ctx context.Context) ([][]*x509.Certificate, error) {
+	if f.failServed > 0 {
+		f.failServed--
+		return nil, errors.New("probe: connection refused")
+	}
+	out := make([][]*x509.Certificate, len(f.addrs))
+	for i, c := range f.addrs {
+		out[i] = slices.Clone(c)
+	}
+	return out, nil
+}
+
+func (f *fakeDeployer) Deploy(ctx context.Context, m Material) error {
+	if f.failDeploy > 0 {
+		f.failDeploy--
+		return errors.New("reload: postfix exited 1 (files restored)")
+	}
+	ms, err := tlsa.ParseMaterial("chain", m.ChainPEM)
+	if err != nil {
+		return err
+	}
+	chain := tlsa.Certificates(ms)
+	f.deploys++
+	stale := f.stale > 0
+	if stale {
+		f.stale--
+	}
+	for i := range f.addrs {
+		if stale && (f.staleAddr < 0 || i == f.staleAddr) {
+			continue
+		}
+		f.addrs[i] = chain
+	}
+	f.w.logf("  deployer: deployed %q (stale=%v)", chain[0].Subject.CommonName, stale)
+	f.w.check("deploy")
+	return nil
+}
+
+// world ties the fakes together and checks the safety invariant of the
+// simulation (not the engine's model of it): for every RRset any resolver
+// holds or may hold, and every chain any address serves, a usable record
+// matches.
+type world struct {
+	tb    testing.TB
+	clock *fakeClock
+	dns   *fakeDNS
+	dep   *fakeDeployer
+	res   []resolver
+
+	trace      []string
+	violations []string
+	memo       map[string]bool
+	checks     int
+}
+
+type worldOpts struct {
+	initial []tlsa.Record
+	initTTL uint32
+	negTTL  uint32
+	delays  []time.Duration // per authoritative server
+	addrs   int
+	resolv  int
+}
+
+func newWorld(tb testing.TB, o worldOpts) *world {
+	p := getPKI(tb)
+	w := &world{tb: tb, clock: &fakeClock{t: testBase}, memo: map[string]bool{}}
+	if len(o.delays) == 0 {
+		o.delays = []time.Duration{0, 30 * time.Second, 90 * time.Second}
+	}
+	if o.addrs == 0 {
+		o.addrs = 2
+	}
+	if o.resolv == 0 {
+		o.resolv = 3
+	}
+	w.dns = &fakeDNS{w: w, negTTL: o.negTTL, delays: o.delays, freezes: make([][]freeze, len(o.delays)),
+		changes: []dnsChange{{rr: RRSet{Records: slices.Clone(o.initial), TTL: o.initTTL}}}}
+	w.dep = &fakeDeployer{w: w}
+	for range o.addrs {
+		w.dep.addrs = append(w.dep.addrs, p.old.chain)
+	}
+	w.res = make([]resolver, o.resolv)
+	// Every resolver starts with the RRset cached, fetched just now.
+	for i := range w.res {
+		w.lookup(i, 0)
+	}
+	return w
+}
+
+func (w *world) now() time.Time { return w.clock.Now() }
+
+func (w *world) logf(format string, args ...any) {
+	w.trace = append(w.trace, fmt.Sprintf("%s ", w.now().Sub(testBase))+fmt.Sprintf(format, args...))
+}
+
+// advanceTo moves the clock to t, stopping at every instant a server
+// starts serving a change to check the invariant there.
+func (w *world) advanceTo(t time.Time) {
+	now := w.now()
+	if !t.After(now) {
+		return
+	}
+	var stops []time.Time
+	for i := range w.dns.delays {
+		for k := 1; k < len(w.dns.changes); k++ {
+			if at, ok := w.dns.applyTime(i, k); ok && at.After(now) && at.Before(t) {
+				stops = append(stops, at)
+			}
+		}
+	}
+	slices.SortFunc(stops, func(a, b time.Time) int { return a.Compare(b) })
+	for _, s := range stops {
+		w.clock.set(s)
+		w.check("propagation")
+	}
+	w.clock.set(t)
+	w.check("clock")
+}
+
+func (w *world) advance(d time.Duration) { w.advanceTo(w.now().Add(d)) }
+
+// lookup makes resolver r query server s (if its cache ran out).
+func (w *world) lookup(r, s int) {
+	now := w.now()
+	c := &w.res[r]
+	if c.has && now.Before(c.until) {
+		return
+	}
+	rr := w.dns.changes[w.dns.servedIndex(s, now)].rr
+	ttl := rr.TTL
+	if len(rr.Records) == 0 {
+		ttl = w.dns.negTTL
+	}
+	*c = resolver{has: true, rr: RRSet{Records: slices.Clone(rr.Records), TTL: ttl}, until: now.Add(time.Duration(ttl) * time.Second)}
+	w.logf("  resolver %d cached %s from ns%d for %ds", r, rrKey(rr.Records), s+1, ttl)
+}
+
+// check records a violation of the world invariant at the current time.
+func (w *world) check(where string) {
+	w.checks++
+	now := w.now()
+	if now.Before(testBase.AddDate(0, -1, 0)) || now.After(testBase.AddDate(1, 0, 0)) {
+		w.violations = append(w.violations, fmt.Sprintf("%s: the fake clock %s left the certificates' validity", where, now))
+		return
+	}
+	sets := w.dns.mayBeCached(now)
+	for i, r := range w.res {
+		if r.has && now.Before(r.until) {
+			sets = append(sets, r.rr)
+		} else {
+			w.res[i].has = false
+		}
+	}
+	seen := map[string]bool{}
+	for _, rr := range sets {
+		if len(rr.Records) == 0 {
+			continue // no TLSA: senders do not use DANE
+		}
+		key := rrKey(rr.Records)
+		for a, chain := range w.dep.addrs {
+			ck := key + "|" + chainKey(chain)
+			if seen[ck] {
+				continue
+			}
+			seen[ck] = true
+			ok, known := w.memo[ck]
+			if !known {
+				ok = tlsa.Match(chain, rr.Records, tlsa.MatchOptions{Names: []string{testHost}, Now: now}).Matched()
+				w.memo[ck] = ok
+			}
+			if !ok {
+				w.violations = append(w.violations, fmt.Sprintf("%s at +%s: address %d serves %q, but the RRset %s, which a resolver may hold, matches no record of it",
+					where, now.Sub(testBase), a, chain[0].Subject.CommonName, key))
+			}
+		}
+	}
+}
+
+func chainKey(chain []*x509.Certificate) string {
+	h := sha256.New()
+	for _, c := range chain {
+		h.Write(c.Raw)
+	}
+	return fmt.Sprintf("%x", h.Sum(nil)[:8])
+}
+
+// servesOnly reports whether every address serves leaf.
+func (w *world) servesOnly(leaf *x509.Certificate) bool {
+	return allServe(w.dep.addrs, leaf)
+}
+
+// ---------------------------------------------------------------------------
+// Crashes: every call boundary may kill the "process".
+
+// crashSignal is the panic value of a simulated crash.
+type crashSignal struct {
+	point string
+	n     int
+}
+
+// crasher counts call boundaries, checks the world invariant at each, and
+// panics at boundary number at (1-based; 0: never).
+type crasher struct {
+	w      *world
+	n, at  int
+	points []string
+}
+
+func (c *crasher) hit(point string) {
+	c.n++
+	c.points = append(c.points, point)
+	c.w.check(point)
+	if c.at > 0 && c.n == c.at {
+		c.at = 0
+		c.w.logf("  CRASH at %s (boundary %d)", point, c.n)
+		panic(crashSignal{point: point, n: c.n})
+	}
+}
+
+type crashDNS struct {
+	inner DNS
+	c     *crasher
+}
+
+func (d crashDNS) Current(ctx context.Context) (RRSet, uint32, error) { return d.inner.Current(ctx) }
+
+func (d crashDNS) Set(ctx context.Context, want RRSet) error {
+	d.c.hit("before DNS.Set")
+	err := d.inner.Set(ctx, want)
+	d.c.hit("after DNS.Set")
+	return err
+}
+
+func (d crashDNS) WaitServed(ctx context.Context, want RRSet) error {
+	d.c.hit("before DNS.WaitServed")
+	err := d.inner.WaitServed(ctx, want)
+	d.c.hit("after DNS.WaitServed")
+	return err
+}
+
+type crashDeployer struct {
+	inner Deployer
+	c     *crasher
+}
+
+func (d crashDeployer) Served(ctx context.Context) ([][]*x509.Certificate, error) {
+	return d.inner.Served(ctx)
+}
+
+func (d crashDeployer) Deploy(ctx context.Context, m Material) error {
+	d.c.hit("before Deploy")
+	err := d.inner.Deploy(ctx, m)
+	d.c.hit("after Deploy")
+	return err
+}
+
+type crashStore struct {
+	Store
+	c *crasher
+}
+
+func (s crashStore) Save(st *State) error {
+	s.c.hit("before Store.Save")
+	err := s.Store.Save(st)
+	s.c.hit("after Store.Save")
+	return err
+}
+
+// engine returns a fresh engine ("process") on the world and store; every
+// call boundary goes through c.
+func (w *world) engine(store Store, c *crasher) *Engine {
+	if c == nil {
+		c = &crasher{w: w}
+	}
+	return &Engine{
+		Store: crashStore{Store: store, c: c},
+		Clock: w.clock,
+		Target: func(host string) (Target, error) {
+			if host != testHost+"." {
+				return Target{}, fmt.Errorf("unknown host %q", host)
+			}
+			return Target{DNS: crashDNS{inner: w.dns, c: c}, Deployer: crashDeployer{inner: w.dep, c: c}}, nil
+		},
+		Failpoint: c.hit,
+	}
+}
+
+// catchCrash runs f and reports the simulated crash it ended with, if any.
+func catchCrash(f func()) (crashed *crashSignal) {
+	defer func() {
+		if r := recover(); r != nil {
+			cs, ok := r.(crashSignal)
+			if !ok {
+				panic(r)
+			}
+			crashed = &cs
+		}
+	}()
+	f()
+	return nil
+}
+
+// ---------------------------------------------------------------------------
+// Scenarios: one per plan, plus a ca-migration of a host without TLSA.
+
+type scenario struct {
+	name     string
+	plan     Plan
+	initial  []tlsa.Record
+	initTTL  uint32
+	negTTL   uint32
+	newLeaf  testLeaf
+	final    []tlsa.Record // the provider's RRset when done
+	startReq func(p *testPKI) StartRequest
+}
+
+func scenarios(p *testPKI) []scenario {
+	return []scenario{
+		{
+			name: "renew", plan: PlanRenew,
+			initial: []tlsa.Record{ee311(p.old.cert), ta211(p.ca1.inter)}, initTTL: 3600, negTTL: 300,
+			newLeaf: p.renew, final: []tlsa.Record{ta211(p.ca1.inter), ee311(p.renew.cert)},
+			startReq: func(p *testPKI) StartRequest { return StartRequest{Host: testHost, Plan: PlanRenew} },
+		},
+		{
+			name: "ca-migration", plan: PlanCAMigration,
+			initial: []tlsa.Record{ee311(p.old.cert), ta211(p.ca1.inter)}, initTTL: 3600, negTTL: 300,
+			newLeaf: p.mig, final: []tlsa.Record{ee311(p.mig.cert), ta211(p.ca2.inter)},
+			startReq: func(p *testPKI) StartRequest {
+				return StartRequest{Host: testHost, Plan: PlanCAMigration, NewCA: p.ca2.inter}
+			},
+		},
+		{
+			name: "key-prepublish", plan: PlanKeyPrepublish,
+			initial: []tlsa.Record{ee311(p.old.cert)}, initTTL: 3600, negTTL: 300,
+			newLeaf: p.next, final: []tlsa.Record{ee311(p.next.cert)},
+			startReq: func(p *testPKI) StartRequest {
+				return StartRequest{Host: testHost, Plan: PlanKeyPrepublish, NextKeySPKI: p.nextSPKI}
+			},
+		},
+		{
+			// No TLSA at the start: the first 2 1 1 is the current CA's, and
+			// the wait covers the negative-caching TTL.
+			name: "ca-migration-from-none", plan: PlanCAMigration,
+			initial: nil, initTTL: 0, negTTL: 1800,
+			newLeaf: p.renew, final: []tlsa.Record{ta211(p.ca1.inter), ee311(p.renew.cert)},
+			startReq: func(p *testPKI) StartRequest {
+				return StartRequest{Host: testHost, Plan: PlanCAMigration, NewCA: p.ca1.inter}
+			},
+		},
+	}
+}
+
+func (sc scenario) world(tb testing.TB) *world {
+	return newWorld(tb, worldOpts{initial: sc.initial, initTTL: sc.initTTL, negTTL: sc.negTTL})
+}
+
+// start starts sc's rollover; withMaterial stages the new certificate now.
+func (sc scenario) start(tb testing.TB, w *world, store Store, withMaterial bool, ttl uint32, margin time.Duration) *State {
+	tb.Helper()
+	req := sc.startReq(getPKI(tb))
+	req.TTL, req.Margin = ttl, margin
+	if withMaterial || sc.plan == PlanRenew {
+		m := sc.newLeaf.mat
+		req.New = &m
+	}
+	st, err := w.engine(store, nil).Start(context.Background(), req)
+	if err != nil {
+		tb.Fatalf("start %s: %v", sc.name, err)
+	}
+	return st
+}
+
+// runToEnd advances the rollover with e until it is no longer active,
+// moving the clock to NotBefore whenever a step waits for time.
+func (w *world) runToEnd(tb testing.TB, e *Engine) *State {
+	tb.Helper()
+	for range 20 {
+		out, err := e.Advance(context.Background(), testHost)
+		if err != nil {
+			tb.Fatalf("advance: %v", err)
+		}
+		if out.State.Status != StatusActive {
+			return out.State
+		}
+		if !out.Waiting || !w.now().Before(out.State.NotBefore) {
+			tb.Fatalf("advance stopped without a time to wait for: %s", out.Reason)
+		}
+		w.advanceTo(out.State.NotBefore)
+	}
+	tb.Fatal("the rollover did not finish in 20 runs")
+	return nil
+}
+
+// assertClean fails the test on world-invariant or append-only violations.
+func assertClean(tb testing.TB, w *world, store *memStore) {
+	tb.Helper()
+	if len(w.violations) > 0 {
+		tb.Errorf("world invariant broken:\n  %s\ntrace:\n  %s", strings.Join(w.violations, "\n  "), strings.Join(w.trace, "\n  "))
+	}
+	if store != nil && len(store.violations) > 0 {
+		tb.Errorf("state not append-only:\n  %s", strings.Join(store.violations, "\n  "))
+	}
+}
+
+func assertRRSet(tb testing.TB, got []tlsa.Record, want ...tlsa.Record) {
+	tb.Helper()
+	if !sameSet(got, want) {
+		tb.Errorf("RRset = %s, want %s", rrKey(got), rrKey(want))
+	}
+}
