@@ -559,7 +559,7 @@ func (e *Engine) deploy(ctx context.Context, st *State, t Target) error {
 	}
 	e.fail("before-deploy")
 	if err := t.Deployer.Deploy(ctx, m); err != nil {
-		return fmt.Errorf("deploy: %w", err)
+		return err // the deployer's errors name the deploy and what was restored
 	}
 	e.fail("after-deploy")
 	// Probe: later steps retire the records the old chain needs.

@@ -121,7 +121,9 @@ func permuteArgs(args []string, app *cli.App) []string {
 			cmd = c
 		}
 	}
-	if cmd == nil {
+	if cmd == nil || len(cmd.Subcommands) > 0 {
+		// A command with subcommands (rollover): the flags belong to the
+		// subcommand named next; moving them before it breaks parsing.
 		return args
 	}
 	takesValue := map[string]bool{}

@@ -201,7 +201,8 @@ func (env *rolloverEnv) target(host string) (rollover.Target, error) {
 	d := &targets.ProviderDNS{
 		Provider: prov, Zone: dns.Fqdn(zone), Owner: owner, Port: uint16(h.Port), Host: h.Name, Resolver: env.resolver,
 		AuthServers: h.AuthServers, AuthPort: h.AuthPort,
-		Propagation: providers.PropagationOptions{Interval: time.Second, Timeout: 10 * time.Minute},
+		// A lagging server fails the step after this; the next run retries.
+		Propagation: providers.PropagationOptions{Interval: time.Second, Timeout: 2 * time.Minute},
 	}
 	km, _ := strconv.ParseUint(orDefault(h.Deploy.KeyMode, "0600"), 8, 32)
 	cm, _ := strconv.ParseUint(orDefault(h.Deploy.CertMode, "0644"), 8, 32)
