@@ -119,7 +119,7 @@ func TestComputeOpenSSLOracle(t *testing.T) {
 // hash-slinger's `tlsa --create` for every openssl kind.
 func TestComputeHashSlingerOracle(t *testing.T) {
 	if _, err := exec.LookPath("tlsa"); err != nil {
-		t.Skip("hash-slinger not installed")
+		skipOrFail(t, "hash-slinger not installed: apt-get install -y hash-slinger")
 	}
 	dir := opensslKit(t)
 	for _, k := range osKinds {
