@@ -196,21 +196,13 @@ func mustParse(ss []string) []tlsa.Record {
 // them (e.g. a ca-migration after its TTL wait). It checks the material fits
 // the plan; it deploys nothing.
 func (e *Engine) Provide(ctx context.Context, host string, m Material) (*State, error) {
-	host, err := normHost(host)
+	st, unlock, err := e.loadLocked(ctx, host)
 	if err != nil {
-		return nil, err
-	}
-	unlock, err := e.lock(ctx, host)
-	if err != nil {
-		return nil, err
+		return st, err
 	}
 	defer unlock()
-	st, err := e.Store.Load(host)
-	if err != nil {
-		return nil, err
-	}
 	if st.Status != StatusActive {
-		return nil, fmt.Errorf("the %s rollover of %s is %s", st.Plan, host, st.Status)
+		return nil, fmt.Errorf("the %s rollover of %s is %s", st.Plan, st.Host, st.Status)
 	}
 	if idx := stepIndex(st.Plan, StepDeploy); st.Step > idx {
 		return nil, fmt.Errorf("the new certificate of %s is already deployed", host)
@@ -223,6 +215,25 @@ func (e *Engine) Provide(ctx context.Context, host string, m Material) (*State, 
 		return nil, err
 	}
 	return st, nil
+}
+
+// loadLocked takes the host's lock and loads its state: lock → reload →
+// re-check → act, so a decision never rests on state another run changed.
+func (e *Engine) loadLocked(ctx context.Context, host string) (*State, func(), error) {
+	host, err := normHost(host)
+	if err != nil {
+		return nil, nil, err
+	}
+	unlock, err := e.lock(ctx, host)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := e.Store.Load(host)
+	if err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return st, unlock, nil
 }
 
 func normHost(h string) (string, error) {
@@ -313,19 +324,12 @@ type Outcome struct {
 // material), or at the first error (recorded in the state; a later run
 // retries).
 func (e *Engine) Advance(ctx context.Context, host string) (Outcome, error) {
-	host, err := normHost(host)
-	if err != nil {
-		return Outcome{}, err
-	}
-	unlock, err := e.lock(ctx, host)
+	st, unlock, err := e.loadLocked(ctx, host)
 	if err != nil {
 		return Outcome{}, err
 	}
 	defer unlock()
-	st, err := e.Store.Load(host)
-	if err != nil {
-		return Outcome{}, err
-	}
+	host = st.Host
 	t, err := e.Target(host)
 	if err != nil {
 		return Outcome{State: st}, err
@@ -590,19 +594,12 @@ func allServe(served [][]*x509.Certificate, leaf *x509.Certificate) bool {
 // 3 1 1), invariant-checked; after it, DNS is already in a safe state at every
 // step boundary and abort only stops the rollover.
 func (e *Engine) Abort(ctx context.Context, host string) (*State, error) {
-	host, err := normHost(host)
+	st, unlock, err := e.loadLocked(ctx, host)
 	if err != nil {
-		return nil, err
-	}
-	unlock, err := e.lock(ctx, host)
-	if err != nil {
-		return nil, err
+		return st, err
 	}
 	defer unlock()
-	st, err := e.Store.Load(host)
-	if err != nil {
-		return nil, err
-	}
+	host = st.Host
 	if st.Status != StatusActive {
 		return st, fmt.Errorf("the %s rollover of %s is already %s", st.Plan, host, st.Status)
 	}

@@ -162,6 +162,16 @@ func newRolloverEnv(c *cli.Context) (*rolloverEnv, error) {
 	return env, nil
 }
 
+// rolloverHost loads the environment and the configured host named by --host.
+func rolloverHost(c *cli.Context) (*rolloverEnv, *config.Host, error) {
+	env, err := newRolloverEnv(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	h, err := env.host(c.String(flagHost))
+	return env, h, err
+}
+
 func (env *rolloverEnv) host(name string) (*config.Host, error) {
 	if name == "" {
 		return nil, errors.New("give --host HOST")
@@ -284,11 +294,7 @@ func readNextKey(c *cli.Context) ([]byte, error) {
 }
 
 func runRolloverStart(c *cli.Context) error {
-	env, err := newRolloverEnv(c)
-	if err != nil {
-		return badInput(err)
-	}
-	h, err := env.host(c.String(flagHost))
+	env, h, err := rolloverHost(c)
 	if err != nil {
 		return badInput(err)
 	}
@@ -325,11 +331,7 @@ func runRolloverStart(c *cli.Context) error {
 }
 
 func runRolloverProvide(c *cli.Context) error {
-	env, err := newRolloverEnv(c)
-	if err != nil {
-		return badInput(err)
-	}
-	h, err := env.host(c.String(flagHost))
+	env, h, err := rolloverHost(c)
 	if err != nil {
 		return badInput(err)
 	}
@@ -488,11 +490,7 @@ func printStatus(w io.Writer, all []statusJSON) error {
 }
 
 func runRolloverAbort(c *cli.Context) error {
-	env, err := newRolloverEnv(c)
-	if err != nil {
-		return badInput(err)
-	}
-	h, err := env.host(c.String(flagHost))
+	env, h, err := rolloverHost(c)
 	if err != nil {
 		return badInput(err)
 	}
@@ -505,11 +503,7 @@ func runRolloverAbort(c *cli.Context) error {
 }
 
 func runRolloverPlan(c *cli.Context) error {
-	env, err := newRolloverEnv(c)
-	if err != nil {
-		return badInput(err)
-	}
-	h, err := env.host(c.String(flagHost))
+	env, h, err := rolloverHost(c)
 	if err != nil {
 		return badInput(err)
 	}
