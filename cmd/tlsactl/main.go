@@ -97,6 +97,8 @@ record under _25._tcp.<mx-host>, of which at least one must match at every momen
 			createCheck(),
 			createPublish(),
 			createRollover(),
+			createHook(),
+			createKey(),
 		},
 	}
 	for _, c := range app.Commands {

@@ -87,7 +87,12 @@ EXAMPLES:
           --certificate /etc/postfix/fullchain.pem --replace-usage --wait
    Before a CA change, add the new CA's 2 1 1 beside the old one:
       tlsactl publish --provider rfc2136 --server ns1.example.nl --tsig-key-file tsig.key \
-          --host mail.example.nl --usage 2 --certificate new-ca.pem --add --dry-run`,
+          --host mail.example.nl --usage 2 --certificate new-ca.pem --add --dry-run
+   Publish an issuer set: one 2 1 1 per intermediate the ACME CA may issue from (one PEM file
+   each, e.g. Let's Encrypt's current RSA and ECDSA intermediates), so that a renewal from
+   another intermediate of the set never breaks DANE-TA (quote the glob):
+      tlsactl publish --config /etc/tlsactl/tlsactl.toml --host mail.example.nl \
+          --usage 2 --certificate '/etc/tlsactl/issuers/*.pem' --add --wait`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: flagConfig, EnvVars: []string{"TLSACTL_CONFIG"}, Usage: "configuration `FILE` (TOML)"},
 			&cli.StringFlag{Name: flagProvider, EnvVars: []string{"TLSACTL_PROVIDER"}, Usage: "DNS provider `NAME` (overrides the config)"},

@@ -1,6 +1,7 @@
 package check
 
 import (
+	"bytes"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -350,32 +351,76 @@ func evaluateAddress(po ProbeObservation, recs []tlsa.Record, dane bool, names [
 	case ar.Matched < ar.Usable && !nextKeyPublished(res):
 		sev(Warning, "tlsa-partial-match", "only %d of %d usable TLSA records match; one more mistake breaks delivery: %s", ar.Matched, ar.Usable, firstReason(res))
 	}
+	if ca := singleRotatingIntermediate(chain, res); ca != nil {
+		sev(Warning, "tlsa-single-intermediate", "every usable 2 x x record names one intermediate CA, %q of %s, a CA that rotates its intermediates (Let's Encrypt issues from R10–R14 and E5–E9 at random): a renewal from a sibling intermediate matches no 2 x x record and breaks DANE-TA; publish a 2 1 1 for every intermediate of the CA's issuer set (tlsactl publish --usage 2 --certificate 'issuers/*.pem' --add)",
+			ca.Subject.CommonName, strings.Join(ca.Subject.Organization, ", "))
+	}
 	if hasTA(recs) && len(chain) == 1 {
 		sev(Warning, "chain-incomplete", "a 2 x x record is published but the server sends only its own certificate: send the whole chain up to the CA (NCSC)")
 	}
 	return ar
 }
 
-// nextKeyPublished reports whether the non-matching records are all DANE-EE
-// and a DANE-EE record matches: the RFC 7671 §8.1 current + next scheme, where
-// the next key's record is not supposed to match yet.
-func nextKeyPublished(res tlsa.Result) bool {
-	eeMatch := false
+// rotatingCAs are subject Organizations of CAs known to issue from several
+// intermediates in turn, chosen at random per certificate.
+var rotatingCAs = map[string]bool{"Let's Encrypt": true}
+
+// singleRotatingIntermediate returns the intermediate CA that every usable
+// DANE-TA record of the RRset matches, when there is exactly one such
+// certificate, it is an intermediate (not self-signed) and its CA rotates its
+// intermediates; otherwise nil. A usable 2 x x record that matches nothing
+// served is taken for another member of the issuer set.
+func singleRotatingIntermediate(chain []*x509.Certificate, res tlsa.Result) *x509.Certificate {
+	var ca *x509.Certificate
 	for _, v := range res.Verdicts {
-		if !v.Usable {
+		if !v.Usable || v.Record.Usage != tlsa.DANETA {
 			continue
 		}
-		if v.Record.Usage != tlsa.DANEEE {
-			if !v.Matched {
-				return false
-			}
-			continue
+		if !v.Matched || v.Depth <= 0 || v.Depth >= len(chain) {
+			return nil // a record for another CA (or a bare key): an issuer set
 		}
-		if v.Matched {
-			eeMatch = true
+		c := chain[v.Depth]
+		if ca != nil && !bytes.Equal(ca.RawSubjectPublicKeyInfo, c.RawSubjectPublicKeyInfo) {
+			return nil
+		}
+		ca = c
+	}
+	if ca == nil || bytes.Equal(ca.RawSubject, ca.RawIssuer) {
+		return nil
+	}
+	for _, o := range ca.Subject.Organization {
+		if rotatingCAs[o] {
+			return ca
 		}
 	}
-	return eeMatch
+	return nil
+}
+
+// nextKeyPublished reports whether every non-matching record is a spare that
+// is not supposed to match yet: a DANE-EE record beside a matching DANE-EE
+// record (the RFC 7671 §8.1 current + next scheme), or a DANE-TA record of a
+// CA that is not in the served chain beside a matching DANE-TA record (an
+// issuer set: the CA's other intermediates, which a renewal may come from).
+func nextKeyPublished(res tlsa.Result) bool {
+	eeMatch, taMatch := false, false
+	for _, v := range res.Verdicts {
+		if v.Usable && v.Matched {
+			eeMatch = eeMatch || v.Record.Usage == tlsa.DANEEE
+			taMatch = taMatch || v.Record.Usage == tlsa.DANETA
+		}
+	}
+	for _, v := range res.Verdicts {
+		if !v.Usable || v.Matched {
+			continue
+		}
+		switch {
+		case v.Record.Usage == tlsa.DANEEE && eeMatch:
+		case v.Record.Usage == tlsa.DANETA && taMatch && v.Reason == tlsa.ReasonTANotInChain:
+		default:
+			return false
+		}
+	}
+	return eeMatch || taMatch
 }
 
 func firstReason(res tlsa.Result) string {

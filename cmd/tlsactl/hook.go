@@ -1,0 +1,601 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tlsactl/tlsactl/internal/config"
+	"github.com/tlsactl/tlsactl/rollover"
+	"github.com/tlsactl/tlsactl/tlsa"
+	"github.com/urfave/cli/v2"
+)
+
+// exitHookHeld is EX_TEMPFAIL (sysexits.h): the hook staged the new
+// certificate but holds it back until it is safe to serve; the rollover timer
+// (`tlsactl rollover run`) deploys it later. Nothing is broken.
+const exitHookHeld = 75
+
+// The environment ACME clients give their hooks.
+const (
+	envLegoDomain   = "LEGO_CERT_DOMAIN"
+	envLegoCert     = "LEGO_CERT_PATH"
+	envLegoKey      = "LEGO_CERT_KEY_PATH"
+	envLegoIssuer   = "LEGO_ISSUER_CERT_PATH"
+	envCertbotDir   = "RENEWED_LINEAGE"
+	envCertbotNames = "RENEWED_DOMAINS"
+)
+
+const hookWorkflows = `WORKFLOWS:
+   Same key at every renewal (lego --reuse-key, certbot --reuse-key): the 3 1 1 digest never
+   changes. The hook verifies the new chain and deploys it at once (a renew rollover whose
+   3 1 1 replacement is a no-op); the 2 1 1 of the CA covers the chain.
+      lego --path /etc/lego --email you@example.nl --dns rfc2136 -d mx.example.nl \
+          renew --reuse-key --renew-hook 'tlsactl hook lego'
+      certbot renew --reuse-key --deploy-hook 'tlsactl hook certbot'
+
+   A fresh key at every renewal, never an outage (next key, RFC 7671 §8.1): after each
+   renewal run 'tlsactl key next --host mx.example.nl'. It stores the next key in the state
+   directory, writes its CSR and publishes its 3 1 1 beside the current one, weeks before it
+   is needed. Renew from that CSR; the hook hands the certificate to the waiting
+   key-prepublish rollover, which deploys it (the 3 1 1 has aged long ago) and retires the
+   old 3 1 1. lego --csr writes no key: the hook takes the next key from the state directory.
+      lego --path /etc/lego --email you@example.nl --dns rfc2136 \
+          --csr /var/lib/tlsactl/keys/mx.example.nl/next.csr renew --renew-hook 'tlsactl hook lego'
+
+   A fresh key without a next key (plain renewals): the new 3 1 1 is published when the
+   certificate is deployed; the CA's 2 1 1 covers the swap. Publish the 2 1 1 of every
+   intermediate the CA may issue from (tlsactl publish --usage 2 --certificate 'dir/*.pem'
+   --add): Let's Encrypt picks among R10-R14 and E5-E9, and a certificate from an
+   intermediate without a 2 1 1 is a new CA to DANE (held back a TTL, see above).`
+
+func createHook() *cli.Command {
+	common := func() []cli.Flag {
+		return []cli.Flag{
+			&cli.StringFlag{Name: flagConfig, EnvVars: []string{"TLSACTL_CONFIG"}, Value: "/etc/tlsactl/tlsactl.toml", Usage: "configuration `FILE`: provider, hosts, deploy paths, reload commands"},
+			&cli.StringFlag{Name: flagStateDir, EnvVars: []string{"TLSACTL_STATE_DIR"}, Usage: "state `DIR` (default: config state_dir, then /var/lib/tlsactl)"},
+			&cli.StringFlag{Name: flagResolver, EnvVars: []string{"TLSACTL_RESOLVER"}, Usage: "validating resolver `ADDR` (default: config, then /etc/resolv.conf)"},
+			&cli.StringFlag{Name: flagHost, Usage: "the configured MX `HOST` to deploy to (default: the [[host]] the certificate's domain names)"},
+			&cli.BoolFlag{Name: flagDryRun, Aliases: []string{"n"}, Usage: "say what the hook would do; change nothing"},
+		}
+	}
+	return &cli.Command{
+		Name:  "hook",
+		Usage: "deploy an ACME client's new certificate without breaking DANE (lego, certbot hooks)",
+		Description: `Run from the ACME client after it obtained a certificate. The hook reads the new
+certificate chain and key, finds the configured [[host]] it is for (the domain the client
+names, else the certificate's names; --host overrides), and hands it to the rollover engine,
+classified against what the host serves and the TLSA RRset now:
+
+   the very same certificate is served        nothing to do
+   same key as served, CA's 2 x x covers it   deploy now (renew; the 3 1 1 stays)
+   new key, the chain matches a 2 x x         renew: verify, deploy, replace the 3 1 1 (no wait)
+   new CA (no published 2 x x matches)        ca-migration: publish the issuer's 2 1 1 and HOLD
+                                              the certificate back until that record has aged a
+                                              TTL; the hook exits 75 and 'tlsactl rollover run'
+                                              (the systemd timer) deploys it after the time it names
+   a rollover is active for the host          the certificate is provided to it (e.g. the next
+                                              key's key-prepublish) and it is advanced
+
+The server is never left without a matching record: every DNS change and the swap are
+checked by the engine first. The chain handed over is the leaf first, then its issuer
+(lego: the bundle in LEGO_CERT_PATH, or LEGO_ISSUER_CERT_PATH; certbot: fullchain.pem).
+
+` + hookWorkflows + `
+
+EXIT CODES:
+   0   deployed, or nothing to do (or --dry-run)
+   1   a step failed or was refused; the server keeps its current certificate (the rollover
+       state says why; 'tlsactl rollover run' retries)
+   2   bad input: missing hook environment, unknown domain, unreadable or mismatched files
+   75  held back (EX_TEMPFAIL): the certificate is staged and deployed later by
+       'tlsactl rollover run', after the time the message names`,
+		Subcommands: []*cli.Command{
+			{
+				Name:  "lego",
+				Usage: "for lego --run-hook / --renew-hook (LEGO_CERT_DOMAIN, LEGO_CERT_PATH, LEGO_CERT_KEY_PATH, LEGO_ISSUER_CERT_PATH)",
+				Description: `Reads LEGO_CERT_DOMAIN, LEGO_CERT_PATH (the certificate; lego writes the bundle of leaf
+and issuer unless --no-bundle), LEGO_CERT_KEY_PATH and, when set, LEGO_ISSUER_CERT_PATH
+(lego 4.9.1 as shipped by Debian does not set it: then the issuer must be in the bundle).
+With lego --csr there is no key file: the key is the next key of 'tlsactl key next'.
+
+   lego ... run --run-hook 'tlsactl hook lego'
+   lego ... renew --renew-hook 'tlsactl hook lego'
+
+` + hookWorkflows,
+				Flags:  common(),
+				Action: runHookLego,
+			},
+			{
+				Name:  "certbot",
+				Usage: "for certbot --deploy-hook (RENEWED_LINEAGE, RENEWED_DOMAINS)",
+				Description: `Reads RENEWED_LINEAGE (the live directory: fullchain.pem, privkey.pem) and RENEWED_DOMAINS
+(space-separated names of the certificate).
+
+   certbot renew --deploy-hook 'tlsactl hook certbot'
+
+` + hookWorkflows,
+				Flags:  common(),
+				Action: runHookCertbot,
+			},
+		},
+	}
+}
+
+// hookInput is the new material as the ACME client left it.
+type hookInput struct {
+	source   string   // "lego" or "certbot"
+	domains  []string // names the client gave, in order
+	certs    []*x509.Certificate
+	certFrom string // file(s) the certificates came from, for messages
+	keyPEM   []byte // nil when the client wrote no key (lego --csr)
+	keyFrom  string
+}
+
+func runHookLego(c *cli.Context) error {
+	in := &hookInput{source: "lego"}
+	certPath := os.Getenv(envLegoCert)
+	if certPath == "" {
+		return badInput(fmt.Errorf("%s is not set: run 'tlsactl hook lego' from lego's --run-hook or --renew-hook", envLegoCert))
+	}
+	domain := os.Getenv(envLegoDomain)
+	if domain == "" && c.String(flagHost) == "" {
+		return badInput(fmt.Errorf("%s is not set: run 'tlsactl hook lego' from lego's --run-hook or --renew-hook, or give --host", envLegoDomain))
+	}
+	if domain != "" {
+		in.domains = []string{domain}
+	}
+	if err := in.addCerts(certPath); err != nil {
+		return badInput(err)
+	}
+	if p := os.Getenv(envLegoIssuer); p != "" {
+		if err := in.addCerts(p); err != nil {
+			return badInput(err)
+		}
+	}
+	if p := os.Getenv(envLegoKey); p != "" {
+		in.keyFrom = p
+		// lego --csr sets the variable but writes no key file (or leaves
+		// an old one): then the next key is looked up.
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			b, err := readInput(p, nil)
+			if err != nil {
+				return badInput(fmt.Errorf("%s: %w", envLegoKey, err))
+			}
+			in.keyPEM = b
+		}
+	}
+	return runHook(c, in)
+}
+
+func runHookCertbot(c *cli.Context) error {
+	in := &hookInput{source: "certbot"}
+	dir := os.Getenv(envCertbotDir)
+	if dir == "" {
+		return badInput(fmt.Errorf("%s is not set: run 'tlsactl hook certbot' from certbot's --deploy-hook", envCertbotDir))
+	}
+	in.domains = strings.Fields(os.Getenv(envCertbotNames))
+	if len(in.domains) == 0 && c.String(flagHost) == "" {
+		return badInput(fmt.Errorf("%s is not set: run 'tlsactl hook certbot' from certbot's --deploy-hook, or give --host", envCertbotNames))
+	}
+	if err := in.addCerts(filepath.Join(dir, "fullchain.pem")); err != nil {
+		return badInput(err)
+	}
+	in.keyFrom = filepath.Join(dir, "privkey.pem")
+	b, err := readInput(in.keyFrom, nil)
+	if err != nil {
+		return badInput(err)
+	}
+	in.keyPEM = b
+	return runHook(c, in)
+}
+
+// addCerts appends the certificates of a PEM file, skipping duplicates.
+func (in *hookInput) addCerts(path string) error {
+	b, err := readInput(path, nil)
+	if err != nil {
+		return err
+	}
+	ms, err := tlsa.ParseMaterial(path, b)
+	if err != nil {
+		return err
+	}
+	certs := tlsa.Certificates(ms)
+	if len(certs) == 0 {
+		return fmt.Errorf("%s: no certificate found (found %s)", path, kindsOf(ms))
+	}
+	for _, c := range certs {
+		dup := false
+		for _, have := range in.certs {
+			dup = dup || have.Equal(c)
+		}
+		if !dup {
+			in.certs = append(in.certs, c)
+		}
+	}
+	if in.certFrom != "" {
+		in.certFrom += " + "
+	}
+	in.certFrom += path
+	return nil
+}
+
+// material pairs the certificates with a private key (the client's, else the
+// next key kept in keyDir) and returns the chain leaf first, then the issuers
+// in the order given.
+func (in *hookInput) material(keyDir string) (rollover.Material, []*x509.Certificate, error) {
+	type cand struct {
+		from string
+		pem  []byte
+	}
+	var cands []cand
+	if in.keyPEM != nil {
+		cands = append(cands, cand{in.keyFrom, in.keyPEM})
+	}
+	next := filepath.Join(keyDir, nextKeyFile)
+	if b, err := os.ReadFile(next); err == nil {
+		cands = append(cands, cand{next, b})
+	}
+	for _, k := range cands {
+		ms, err := tlsa.ParseMaterial(k.from, k.pem)
+		if err != nil {
+			return rollover.Material{}, nil, err
+		}
+		for _, m := range ms {
+			if m.Kind != tlsa.KindPrivateKey {
+				continue
+			}
+			for i, c := range in.certs {
+				if !bytes.Equal(c.RawSubjectPublicKeyInfo, m.SPKI) {
+					continue
+				}
+				chain := append([]*x509.Certificate{c}, in.certs[:i]...)
+				chain = append(chain, in.certs[i+1:]...)
+				var buf bytes.Buffer
+				for _, x := range chain {
+					_ = pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: x.Raw})
+				}
+				return rollover.Material{ChainPEM: buf.Bytes(), KeyPEM: k.pem}, chain, nil
+			}
+		}
+	}
+	switch {
+	case in.keyPEM == nil && in.keyFrom != "":
+		return rollover.Material{}, nil, fmt.Errorf("no private key for the certificate in %s: %s does not exist (lego --csr?) and %s does not hold its key either (see 'tlsactl key next')", in.certFrom, in.keyFrom, next)
+	case in.keyPEM == nil:
+		return rollover.Material{}, nil, fmt.Errorf("no private key for the certificate in %s: %s is not set and %s does not hold its key either", in.certFrom, envLegoKey, next)
+	}
+	return rollover.Material{}, nil, fmt.Errorf("the private key %s belongs to no certificate in %s (nor does the next key %s)", in.keyFrom, in.certFrom, next)
+}
+
+// hookHosts returns the configured hosts the hook works on.
+func hookHosts(c *cli.Context, env *rolloverEnv, in *hookInput) ([]*config.Host, error) {
+	if name := c.String(flagHost); name != "" {
+		h, err := env.host(name)
+		if err != nil {
+			return nil, err
+		}
+		return []*config.Host{h}, nil
+	}
+	find := func(names []string) []*config.Host {
+		var out []*config.Host
+		for _, n := range names {
+			n = strings.ToLower(strings.TrimSuffix(n, ".")) + "."
+			for i := range env.cfg.Hosts {
+				h := &env.cfg.Hosts[i]
+				dup := false
+				for _, o := range out {
+					dup = dup || o == h
+				}
+				if h.Name == n && !dup {
+					out = append(out, h)
+				}
+			}
+		}
+		return out
+	}
+	if hs := find(in.domains); len(hs) > 0 {
+		return hs, nil
+	}
+	var sans []string
+	for _, c := range in.certs {
+		if !c.IsCA {
+			sans = append(sans, c.DNSNames...)
+		}
+	}
+	if hs := find(sans); len(hs) > 0 {
+		return hs, nil
+	}
+	return nil, fmt.Errorf("%s (certificate names %s) is not a [[host]] of %s: add the MX host with its [host.deploy] section, or give --host",
+		strings.Join(in.domains, " "), strings.Join(sans, " "), c.String(flagConfig))
+}
+
+func runHook(c *cli.Context, in *hookInput) error {
+	env, err := newRolloverEnv(c)
+	if err != nil {
+		return badInput(err)
+	}
+	hosts, err := hookHosts(c, env, in)
+	if err != nil {
+		return badInput(err)
+	}
+	worst := exitOK
+	for _, h := range hosts {
+		err := hookHost(c, env, h, in)
+		if err == nil {
+			continue
+		}
+		code := exitRolloverError
+		var e *exitError
+		if errors.As(err, &e) {
+			code = e.code
+		}
+		fmt.Fprintf(c.App.ErrWriter, "tlsactl: %s: %s\n", strings.TrimSuffix(h.Name, "."), oneLine(err.Error()))
+		if hookRank(code) > hookRank(worst) {
+			worst = code
+		}
+	}
+	if worst != exitOK {
+		return silentExit(worst)
+	}
+	return nil
+}
+
+// hookRank orders exit codes: bad input, then failure, then held back.
+func hookRank(code int) int {
+	switch code {
+	case exitOK:
+		return 0
+	case exitHookHeld:
+		return 1
+	case exitRolloverError:
+		return 2
+	}
+	return 3
+}
+
+// certName names a certificate: its CN, else its first DNS name (ACME CAs
+// may leave the CN empty), else its subject.
+func certName(c *x509.Certificate) string {
+	switch {
+	case c.Subject.CommonName != "":
+		return c.Subject.CommonName
+	case len(c.DNSNames) > 0:
+		return c.DNSNames[0]
+	}
+	return c.Subject.String()
+}
+
+func spkiOf(c *x509.Certificate) string {
+	r, _ := tlsa.Compute(tlsa.Material{Kind: tlsa.KindCertificate, Certificate: c, SPKI: c.RawSubjectPublicKeyInfo}, tlsa.DANEEE, tlsa.SelectorSPKI, tlsa.MatchSHA256)
+	return fmt.Sprintf("%x", r.Data)
+}
+
+func deployIndex(p rollover.Plan) int {
+	for i, s := range p.Steps() {
+		if s == rollover.StepDeploy {
+			return i
+		}
+	}
+	return -1
+}
+
+// hookHost classifies the material for one host and acts on it.
+func hookHost(c *cli.Context, env *rolloverEnv, h *config.Host, in *hookInput) error {
+	ctx := c.Context
+	name := strings.TrimSuffix(h.Name, ".")
+	dry := c.Bool(flagDryRun)
+	say := func(format string, args ...any) {
+		fmt.Fprintf(c.App.Writer, "%s: %s\n", name, fmt.Sprintf(format, args...))
+	}
+	m, chain, err := in.material(keyDir(env.store.Dir(), h.Name))
+	if err != nil {
+		return badInput(err)
+	}
+	leaf := chain[0]
+	if len(chain) < 2 {
+		return badInput(fmt.Errorf("%s holds only the certificate, not its issuer: DANE-TA (2 1 1) needs the whole chain; let lego write the bundle (no --no-bundle) or set %s, or use certbot's fullchain.pem", in.certFrom, envLegoIssuer))
+	}
+	if !chain[1].IsCA {
+		return badInput(fmt.Errorf("%s: the certificate after the leaf (%s) is not a CA certificate", in.certFrom, chain[1].Subject))
+	}
+	if err := leaf.VerifyHostname(name); err != nil {
+		return badInput(fmt.Errorf("the new certificate (names %s) is not valid for %s: %v", strings.Join(leaf.DNSNames, " "), name, err))
+	}
+	spki := spkiOf(leaf)
+	desc := fmt.Sprintf("certificate %q from %q (3 1 1 %s…, expires %s)", certName(leaf), certName(chain[1]), spki[:16], leaf.NotAfter.UTC().Format("2006-01-02"))
+
+	// A rollover in progress takes the material.
+	if st, err := env.store.Load(h.Name); err == nil && st.Status == rollover.StatusActive {
+		if st.Step > deployIndex(st.Plan) {
+			// Its certificate is deployed; finish it, then classify.
+			if dry {
+				say("would finish the active %s rollover (step %s) first, then deploy the new %s", st.Plan, st.CurrentStep(), desc)
+				return nil
+			}
+			out, err := env.engine.Advance(ctx, h.Name)
+			if err != nil {
+				return &exitError{code: exitRolloverError, err: fmt.Errorf("the previous %s rollover could not finish, so the new certificate is not deployed: %w", st.Plan, err)}
+			}
+			if out.Waiting || out.State.Status == rollover.StatusActive {
+				return &exitError{code: exitRolloverError, err: fmt.Errorf("the previous %s rollover is still finishing (%s): run the hook again later", st.Plan, out.Reason)}
+			}
+			say("finished the previous %s rollover", st.Plan)
+		} else {
+			return hookProvide(c, env, h, st, m, desc, dry, say)
+		}
+	} else if err != nil && !errors.Is(err, rollover.ErrNoRollover) {
+		return badInput(err)
+	}
+
+	t, err := env.target(h.Name)
+	if err != nil {
+		return badInput(err)
+	}
+	served, err := t.Deployer.Served(ctx)
+	if err != nil {
+		return &exitError{code: exitRolloverError, err: fmt.Errorf("probing what %s serves: %w", name, err)}
+	}
+	cur, _, err := t.DNS.Current(ctx)
+	if err != nil {
+		return &exitError{code: exitRolloverError, err: fmt.Errorf("reading the TLSA RRset: %w", err)}
+	}
+	same, sameKey := len(served) > 0, len(served) > 0
+	for _, s := range served {
+		same = same && len(s) > 0 && s[0].Equal(leaf)
+		sameKey = sameKey && len(s) > 0 && bytes.Equal(s[0].RawSubjectPublicKeyInfo, leaf.RawSubjectPublicKeyInfo)
+	}
+	if same {
+		say("already serves this %s: nothing to do", desc)
+		return nil
+	}
+	var tas []tlsa.Record
+	for _, r := range cur.Records {
+		if r.Usage == tlsa.DANETA {
+			tas = append(tas, r)
+		}
+	}
+	covered := len(tas) > 0 && tlsa.Match(chain, tas, tlsa.MatchOptions{Names: []string{h.Name}, Now: time.Now()}).Matched()
+	req := rollover.StartRequest{Host: h.Name, Port: h.Port, TTL: uint32(h.TTL), Margin: env.cfg.Margin.Duration, New: &m}
+	if req.Margin == 0 {
+		req.Margin = time.Minute
+	}
+	switch {
+	case covered:
+		req.Plan = rollover.PlanRenew
+		why := "new key, same CA (a published 2 x x matches the new chain)"
+		if sameKey {
+			why = "same key (the 3 1 1 stays), same CA"
+		}
+		if dry {
+			say("would deploy the new %s now: %s; renew rollover", desc, why)
+			return nil
+		}
+		say("%s: renew rollover", why)
+	case len(cur.Records) == 0 || sameKey && len(tas) == 0:
+		why := "no TLSA record is published, so DANE is not in use"
+		if len(cur.Records) > 0 {
+			why = "same key: the published 3 1 1 matches the new certificate too"
+		}
+		if dry {
+			say("would deploy the new %s now: %s", desc, why)
+			return nil
+		}
+		return hookDeployNow(ctx, env, h, t, cur, chain, m, why, say)
+	default:
+		req.Plan, req.NewCA = rollover.PlanCAMigration, chain[1]
+		if dry {
+			say("would hold the new %s back: its CA %q is not covered by a published 2 x x; a ca-migration publishes its 2 1 1 and deploys the certificate a TTL (%ds) later", desc, certName(chain[1]), h.TTL)
+			return nil
+		}
+		say("new CA %q (no published 2 x x matches the new chain): ca-migration rollover", certName(chain[1]))
+	}
+	st, err := env.engine.Start(ctx, req)
+	if err != nil {
+		return &exitError{code: exitRolloverError, err: fmt.Errorf("the new certificate is not deployed: %w", err)}
+	}
+	return hookAdvance(ctx, env, h, st.Plan, desc, say)
+}
+
+// hookProvide hands the material to the active rollover and advances it.
+func hookProvide(c *cli.Context, env *rolloverEnv, h *config.Host, st *rollover.State, m rollover.Material, desc string, dry bool, say func(string, ...any)) error {
+	staged := false
+	if old, err := env.store.GetMaterial(h.Name, "new"); err == nil && bytes.Equal(old.ChainPEM, m.ChainPEM) && bytes.Equal(old.KeyPEM, m.KeyPEM) {
+		staged = true
+	}
+	if dry {
+		verb := "would provide the new %s to the active %s rollover (step %s) and advance it"
+		if staged {
+			verb = "the new %s is already staged for the active %s rollover (step %s); would advance it"
+		}
+		say(verb, desc, st.Plan, st.CurrentStep())
+		return nil
+	}
+	if !staged {
+		if _, err := env.engine.Provide(c.Context, h.Name, m); err != nil {
+			return &exitError{code: exitRolloverError, err: fmt.Errorf("the active %s rollover (step %s) does not take the new certificate, which is not deployed: %w (or abort it: tlsactl rollover abort --host %s)", st.Plan, st.CurrentStep(), err, strings.TrimSuffix(h.Name, "."))}
+		}
+		say("provided the new %s to the active %s rollover", desc, st.Plan)
+	}
+	return hookAdvance(c.Context, env, h, st.Plan, desc, say)
+}
+
+// hookAdvance advances the host's rollover and turns the outcome into the
+// hook's exit status.
+func hookAdvance(ctx context.Context, env *rolloverEnv, h *config.Host, plan rollover.Plan, desc string, say func(string, ...any)) error {
+	out, err := env.engine.Advance(ctx, h.Name)
+	if err != nil {
+		return &exitError{code: exitRolloverError, err: fmt.Errorf("%s rollover: %w; the server keeps a certificate that a published record matches; 'tlsactl rollover run' retries", plan, err)}
+	}
+	st := out.State
+	if out.Waiting {
+		var why string
+		switch {
+		case st.Plan == rollover.PlanCAMigration:
+			why = fmt.Sprintf("its CA is new to DANE: the CA's 2 1 1 is published and the certificate may be served only once that record is in every cache (TTL %ds + margin)", st.TTL)
+		case st.Plan == rollover.PlanKeyPrepublish:
+			why = "the next key's 3 1 1 has not aged a TTL yet"
+		default:
+			why = out.Reason
+		}
+		when := "the rollover can continue"
+		if !st.NotBefore.IsZero() {
+			when = st.NotBefore.Local().Format(time.RFC3339)
+		}
+		return &exitError{code: exitHookHeld, err: fmt.Errorf("held back the new %s: %s; 'tlsactl rollover run' (the timer) deploys it after %s; until then the server keeps its current certificate", desc, why, when)}
+	}
+	last := st.Versions[len(st.Versions)-1]
+	say("%s rollover %s: deployed the new %s; TLSA %s", st.Plan, st.Status, desc, strings.Join(last.Records, ", "))
+	return nil
+}
+
+// hookDeployNow installs a certificate that every RRset a resolver may hold
+// already matches (same key, or no TLSA at all): no DNS change is needed.
+func hookDeployNow(ctx context.Context, env *rolloverEnv, h *config.Host, t rollover.Target, cur rollover.RRSet, chain []*x509.Certificate, m rollover.Material, why string, say func(string, ...any)) error {
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	unlock, err := env.store.Lock(lctx, h.Name)
+	cancel()
+	if err != nil {
+		return &exitError{code: exitRolloverError, err: err}
+	}
+	defer func() { _ = unlock() }()
+	versions := []rollover.Version{{Records: recordStrings(cur.Records), TTL: cur.TTL, Initial: true}}
+	if st, err := env.store.Load(h.Name); err == nil {
+		if st.Status == rollover.StatusActive {
+			return &exitError{code: exitRolloverError, err: fmt.Errorf("a %s rollover started meanwhile: run the hook again", st.Plan)}
+		}
+		for _, v := range st.Versions {
+			if !v.Superseded.IsZero() { // may still be cached from the last rollover
+				versions = append(versions, v)
+			}
+		}
+	}
+	served, err := t.Deployer.Served(ctx)
+	if err != nil {
+		return &exitError{code: exitRolloverError, err: fmt.Errorf("probing what %s serves: %w", strings.TrimSuffix(h.Name, "."), err)}
+	}
+	if err := rollover.CheckInvariant("deploy the new certificate", versions, append(served, chain), []string{h.Name}, time.Now()); err != nil {
+		return &exitError{code: exitRolloverError, err: err}
+	}
+	if err := t.Deployer.Deploy(ctx, m); err != nil {
+		return &exitError{code: exitRolloverError, err: err}
+	}
+	say("deployed the new certificate (%s); no DNS change", why)
+	return nil
+}
+
+func recordStrings(rs []tlsa.Record) []string {
+	out := make([]string, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, r.String())
+	}
+	return out
+}
