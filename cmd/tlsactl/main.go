@@ -99,6 +99,7 @@ record under _25._tcp.<mx-host>, of which at least one must match at every momen
 			createRollover(),
 			createHook(),
 			createKey(),
+			createACME(),
 		},
 	}
 	for _, c := range app.Commands {
