@@ -128,6 +128,15 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (*State, error) {
 		initTTL = negTTL
 	}
 	st.Versions = []Version{{Records: recordTexts(cur.Records), TTL: initTTL, Initial: true}}
+	// A resolver still holding another RRset means the provider's changed
+	// recently: that older RRset may be cached anywhere for up to a TTL
+	// from now, so it joins the versions the invariant checks.
+	if cv, ok := t.DNS.(CacheViewer); ok {
+		if cached, err := cv.Cached(ctx); err == nil && !sameSet(cached.Records, cur.Records) {
+			older := Version{Records: recordTexts(cached.Records), TTL: max(cached.TTL, cur.TTL, st.TTL), Initial: true, Superseded: now}
+			st.Versions = append([]Version{older}, st.Versions...)
+		}
+	}
 	names := []string{host}
 	if len(cur.Records) > 0 {
 		if err := CheckInvariant("start", st.Versions, served, names, now); err != nil {
@@ -180,7 +189,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (*State, error) {
 		}
 	}
 	st.History = append(st.History, Event{At: now, Step: st.CurrentStep(), What: "started",
-		Detail: fmt.Sprintf("%s rollover of %s; RRset %s", req.Plan, owner, abbrev(st.Versions[0].Records))})
+		Detail: fmt.Sprintf("%s rollover of %s; RRset %s", req.Plan, owner, abbrev(st.Versions[len(st.Versions)-1].Records))})
 	if err := e.Store.Save(st); err != nil {
 		return nil, err
 	}
@@ -434,8 +443,10 @@ func WaitUntil(st *State) time.Time {
 
 func maxTTL(st *State) uint32 {
 	m := st.TTL
-	if st.NegTTL > m && len(st.Versions) > 0 && len(st.Versions[0].Records) == 0 {
-		m = st.NegTTL
+	for _, v := range st.Versions {
+		if v.Initial && len(v.Records) == 0 && st.NegTTL > m {
+			m = st.NegTTL // the name had no TLSA: caches may hold the denial
+		}
 	}
 	for _, v := range st.Versions {
 		if v.TTL > m {

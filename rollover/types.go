@@ -179,6 +179,14 @@ type DNS interface {
 	WaitServed(ctx context.Context, want RRSet) error
 }
 
+// CacheViewer is optionally implemented by a DNS: it returns the TLSA RRset a
+// validating resolver holds now (with its remaining TTL). Start uses it to
+// notice a change made shortly before the rollover (e.g. by hand) whose
+// predecessor may still be cached elsewhere.
+type CacheViewer interface {
+	Cached(ctx context.Context) (RRSet, error)
+}
+
 // Deployer is how the engine sees and changes what one mail host serves.
 type Deployer interface {
 	// Served returns the chain served at each address of the host now.

@@ -12,6 +12,7 @@ import (
 	"github.com/tlsactl/tlsactl/internal/dnsx"
 	"github.com/tlsactl/tlsactl/providers"
 	"github.com/tlsactl/tlsactl/rollover"
+	"github.com/tlsactl/tlsactl/tlsa"
 )
 
 // ProviderDNS is rollover.DNS for one owner name through a provider.
@@ -29,7 +30,31 @@ type ProviderDNS struct {
 	Propagation providers.PropagationOptions
 }
 
-var _ rollover.DNS = (*ProviderDNS)(nil)
+var (
+	_ rollover.DNS         = (*ProviderDNS)(nil)
+	_ rollover.CacheViewer = (*ProviderDNS)(nil)
+)
+
+// Cached returns the TLSA RRset the validating resolver holds now, with its
+// remaining TTL; for NODATA/NXDOMAIN an empty set with the negative TTL.
+func (d *ProviderDNS) Cached(ctx context.Context) (rollover.RRSet, error) {
+	if d.Resolver == nil {
+		return rollover.RRSet{}, errors.New("no resolver")
+	}
+	res, err := d.Resolver.LookupTLSA(ctx, d.Port, d.Host)
+	var le *dnsx.LookupError
+	switch {
+	case err == nil:
+		out := rollover.RRSet{TTL: res.TTL}
+		for _, r := range res.Records {
+			out.Records = append(out.Records, tlsa.Record{Usage: tlsa.Usage(r.Usage), Selector: tlsa.Selector(r.Selector), MatchingType: tlsa.MatchingType(r.MatchingType), Data: r.Data})
+		}
+		return out, nil
+	case errors.As(err, &le) && (errors.Is(err, dnsx.ErrNoData) || errors.Is(err, dnsx.ErrNXDomain)):
+		return rollover.RRSet{TTL: le.NegTTL}, nil
+	}
+	return rollover.RRSet{}, err
+}
 
 // Current reads the RRset from the provider. When it is empty, the negative
 // TTL comes from the validating resolver's NODATA/NXDOMAIN answer (0 when
