@@ -58,7 +58,7 @@ func TestACMERenewEmbeddedE2E(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cu := testbed.NewUnbound(t, testbed.UnboundConfig{Stubs: []testbed.StubZone{{Name: "embed.test.", Addr: b.knot.Addr, TrustAnchor: ds}}})
+	cu := testbed.NewUnbound(t, testbed.UnboundConfig{Stubs: []testbed.StubZone{{Name: "embed.test.", Addr: b.knot.Addr, TrustAnchor: ds}}, NoCache: true})
 	h := b.newRoHost(t, "mx", 3)
 	pb := testbed.NewPebble(t, testbed.PebbleConfig{DNSServer: cu.Addr, Env: []string{"PEBBLE_AUTHZREUSE=0"}})
 	t.Cleanup(func() {

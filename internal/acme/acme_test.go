@@ -42,7 +42,7 @@ func TestEmbeddedObtainDNS01(t *testing.T) {
 	// tlsactl's resolver and the CA's are different servers, as in real
 	// life: a negative answer one caches never reaches the other.
 	ub := testbed.NewUnbound(t, testbed.UnboundConfig{Stubs: stubs})
-	caUB := testbed.NewUnbound(t, testbed.UnboundConfig{Stubs: stubs})
+	caUB := testbed.NewUnbound(t, testbed.UnboundConfig{Stubs: stubs, NoCache: true})
 	// 30 % of nonces rejected: every request must survive badNonce (50 %
 	// exhausted lego's retries now and then on a loaded machine).
 	pb := testbed.NewPebble(t, testbed.PebbleConfig{DNSServer: caUB.Addr, Env: []string{"PEBBLE_AUTHZREUSE=0", "PEBBLE_WFE_NONCEREJECT=30"}})

@@ -36,6 +36,10 @@ type UnboundConfig struct {
 	// CacheMaxTTL is cache-max-ttl; 0 means 1 second (answers are
 	// effectively not cached). Set it large for tests that rely on caching.
 	CacheMaxTTL int
+	// NoCache sets cache-max-ttl and cache-max-negative-ttl to 0: every
+	// answer comes fresh from the authority, as an ACME CA's validation
+	// lookups should (a cached TXT from an earlier order fails the next).
+	NoCache bool
 	// IP to listen on with a free port; default 127.0.0.1.
 	IP string
 	// Port53 adds a listener on port 53 of a random 127.53.x.y address
@@ -132,7 +136,10 @@ func NewUnbound(tb testing.TB, cfg UnboundConfig) *Unbound {
 
 func (u *Unbound) config(cfg UnboundConfig, ip string, port int) string {
 	ttl := cfg.CacheMaxTTL
-	if ttl <= 0 {
+	switch {
+	case cfg.NoCache:
+		ttl = 0
+	case ttl <= 0:
 		ttl = 1
 	}
 	var b strings.Builder

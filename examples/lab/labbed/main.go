@@ -89,7 +89,7 @@ func run(dir string, ttl int) error {
 	}
 	servers = append(servers, resolver)
 	// The CA's resolver and lego's: no caching beyond a second.
-	caResolver, err := testbed.StartUnbound(startCtx, filepath.Join(dir, "unbound-ca"), testbed.UnboundConfig{Stubs: stubs})
+	caResolver, err := testbed.StartUnbound(startCtx, filepath.Join(dir, "unbound-ca"), testbed.UnboundConfig{Stubs: stubs, NoCache: true})
 	if err != nil {
 		return err
 	}
