@@ -141,7 +141,11 @@ func NewPostfix(tb testing.TB, cfg PostfixConfig) *Postfix {
 	return startForTest(tb, func(ctx context.Context, dir string) (*Postfix, error) { return StartPostfix(ctx, dir, cfg) })
 }
 
-// Log returns Postfix's output (maillog_file = /dev/stdout).
+// Log returns what postfix start-fg printed. Postfix's own logging is off:
+// with maillog_file set, every daemon logs through postlogd, which was seen to
+// deadlock here sending its own messages to its full socket (and then
+// `postfix stop` hangs); without it, messages go to a /dev/log that does not
+// exist and are dropped without blocking.
 func (pf *Postfix) Log() string { return pf.p.out.String() }
 
 // SwapCertificate installs a new key and chain (leaf first) and runs `postfix
@@ -182,13 +186,18 @@ func (pf *Postfix) stop() error {
 	select {
 	case <-pf.p.exited:
 	default:
-		if out, err := exec.Command(pf.postfix, "-c", pf.Dir, "stop").CombinedOutput(); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := exec.CommandContext(ctx, pf.postfix, "-c", pf.Dir, "stop").CombinedOutput()
+		cancel()
+		if err != nil {
 			errs = append(errs, fmt.Sprintf("postfix stop: %v: %s", err, strings.TrimSpace(string(out))))
+			pf.killMaster()
 		}
 		select {
 		case <-pf.p.exited:
 		case <-time.After(15 * time.Second):
 			errs = append(errs, "start-fg did not exit after postfix stop")
+			pf.killMaster()
 			_ = pf.p.stop(5 * time.Second)
 		}
 	}
@@ -210,6 +219,18 @@ func (pf *Postfix) stop() error {
 		return fmt.Errorf("testbed: postfix %s: %s", pf.Dir, strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// killMaster kills the instance's master and every daemon it started: master
+// runs in its own session, so its process group is exactly this instance.
+func (pf *Postfix) killMaster() {
+	b, err := os.ReadFile(filepath.Join(pf.Dir, "spool", "pid", "master.pid"))
+	if err != nil {
+		return
+	}
+	if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+	}
 }
 
 func (pf *Postfix) certPaths(v int) (key, chain string) {
@@ -242,7 +263,6 @@ relay_domains =
 mynetworks = 127.0.0.0/8
 inet_interfaces = loopback-only
 inet_protocols = ipv4
-maillog_file = /dev/stdout
 alias_maps =
 alias_database =
 local_recipient_maps =

@@ -167,6 +167,9 @@ func startProc(dir string, out *syncBuffer, name string, args ...string) (*proc,
 	cmd.Stdout = out
 	cmd.Stderr = out
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	// Daemons' children may keep the output pipe open after the process
+	// itself is gone; do not let Wait block on them.
+	cmd.WaitDelay = 10 * time.Second
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}

@@ -384,3 +384,31 @@ func TestRequire(t *testing.T) {
 		}
 	})
 }
+
+// TestPostfixKillMaster: the last-resort stop finds the instance's master by
+// its pid file and takes every daemon down with it.
+func TestPostfixKillMaster(t *testing.T) {
+	chain := MustChain(t, ChainOptions{})
+	pf := NewPostfix(t, PostfixConfig{KeyPEM: chain.Leaf.KeyPEM, ChainPEM: chain.FullChainPEM()})
+	if _, err := os.Stat(filepath.Join(pf.Dir, "spool", "pid", "master.pid")); err != nil {
+		t.Fatalf("master.pid: %v", err)
+	}
+	pf.killMaster()
+	select {
+	case <-pf.p.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("start-fg still running after its master was killed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := poll(ctx, nil, func(ctx context.Context) error {
+		c, err := net.DialTimeout("tcp", pf.Addr, time.Second)
+		if err != nil {
+			return nil
+		}
+		c.Close()
+		return fmt.Errorf("%s still accepts connections", pf.Addr)
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
