@@ -1,7 +1,6 @@
 package providers
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -40,20 +39,16 @@ func (s AuthServer) String() string {
 // error wraps ErrNXDomain or ErrNoData.
 func FindZone(ctx context.Context, r *dnsx.Resolver, name string) (string, error) {
 	name = dns.Fqdn(strings.ToLower(name))
-	if _, ok := dns.IsDomainName(name); !ok {
-		return "", &dnsx.LookupError{Name: name, Type: "SOA", Server: resolverAddr(r), Status: dnsx.Failed,
-			Rcode: -1, Canonical: name, Kind: dnsx.ErrLookupFailed, Err: errors.New("invalid domain name")}
-	}
 	var last error
 	for cur := name; ; {
-		resp, err := resolverQuery(ctx, r, cur, dns.TypeSOA)
+		resp, err := r.Exchange(ctx, cur, dns.TypeSOA)
 		if err != nil {
 			return "", err
 		}
 		if zone, ok := zoneFromSOAResponse(cur, resp); ok {
 			return zone, nil
 		}
-		last = negativeError(r, cur, dns.TypeSOA, resp)
+		last = r.NegativeError(cur, dns.TypeSOA, resp)
 		if cur == "." {
 			return "", fmt.Errorf("no zone found for %s: %w", name, last)
 		}
@@ -116,7 +111,7 @@ func AuthServers(ctx context.Context, r *dnsx.Resolver, zone string, port int) (
 		return nil, fmt.Errorf("providers: invalid port %d", port)
 	}
 	zone = dns.Fqdn(strings.ToLower(zone))
-	resp, err := resolverQuery(ctx, r, zone, dns.TypeNS)
+	resp, err := r.Exchange(ctx, zone, dns.TypeNS)
 	if err != nil {
 		return nil, fmt.Errorf("NS of zone %s: %w", zone, err)
 	}
@@ -127,7 +122,7 @@ func AuthServers(ctx context.Context, r *dnsx.Resolver, zone string, port int) (
 		}
 	}
 	if len(names) == 0 {
-		return nil, fmt.Errorf("NS of zone %s: %w", zone, negativeError(r, zone, dns.TypeNS, resp))
+		return nil, fmt.Errorf("NS of zone %s: %w", zone, r.NegativeError(zone, dns.TypeNS, resp))
 	}
 	slices.Sort(names)
 	names = slices.Compact(names)
@@ -209,119 +204,4 @@ func parseAddrPort(s string) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("bad port %q", port)
 	}
 	return netip.AddrPort{}, errors.New("want IP or IP:PORT")
-}
-
-// resolverAddr is r.Addr with port 53 added when it has none.
-func resolverAddr(r *dnsx.Resolver) string {
-	if _, _, err := net.SplitHostPort(r.Addr); err == nil {
-		return r.Addr
-	}
-	return net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(r.Addr, "["), "]"), "53")
-}
-
-// resolverQuery sends a recursive query with DO and AD to the validating
-// resolver r and returns the NOERROR or NXDOMAIN response. Everything else
-// is a *dnsx.LookupError classified as dnsx classifies it: SERVFAIL is
-// ErrBogus (ErrLookupFailed when its Extended DNS Error says the resolver
-// could not reach an authority), other rcodes, network errors and mismatched
-// responses are ErrLookupFailed.
-func resolverQuery(ctx context.Context, r *dnsx.Resolver, name string, qtype uint16) (*dns.Msg, error) {
-	name = dns.Fqdn(name)
-	addr := resolverAddr(r)
-	lerr := func(kind error, st dnsx.Status, rcode int, err error) *dnsx.LookupError {
-		return &dnsx.LookupError{Name: name, Type: dns.TypeToString[qtype], Server: addr, Status: st,
-			Rcode: rcode, Canonical: name, Kind: kind, Err: err}
-	}
-	m := new(dns.Msg)
-	m.SetQuestion(name, qtype)
-	m.RecursionDesired = true
-	m.AuthenticatedData = true
-	m.SetEdns0(1232, true)
-	timeout := cmp.Or(r.Timeout, dnsx.DefaultTimeout)
-	exchange := func(network string) (*dns.Msg, error) {
-		ctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		c := &dns.Client{Net: network, UDPSize: 1232, Timeout: timeout}
-		resp, _, err := c.ExchangeContext(ctx, m, addr)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", network, err)
-		}
-		return resp, nil
-	}
-	resp, err := exchange("udp")
-	if err == nil && resp.Truncated {
-		resp, err = exchange("tcp")
-	}
-	if err != nil {
-		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
-			err = fmt.Errorf("%w (%v)", cerr, err)
-		}
-		return nil, lerr(dnsx.ErrLookupFailed, dnsx.Failed, -1, err)
-	}
-	if len(resp.Question) != 1 || !strings.EqualFold(resp.Question[0].Name, name) || resp.Question[0].Qtype != qtype {
-		return nil, lerr(dnsx.ErrLookupFailed, dnsx.Failed, resp.Rcode, errors.New("response does not match the question"))
-	}
-	switch resp.Rcode {
-	case dns.RcodeSuccess, dns.RcodeNameError:
-		return resp, nil
-	case dns.RcodeServerFailure:
-		e := lerr(dnsx.ErrBogus, dnsx.Bogus, resp.Rcode, nil)
-		if code, text, ok := ede(resp); ok {
-			e.EDE = text
-			switch code {
-			case dns.ExtendedErrorCodeNotReady, dns.ExtendedErrorCodeNotAuthoritative,
-				dns.ExtendedErrorCodeNotSupported, dns.ExtendedErrorCodeNoReachableAuthority,
-				dns.ExtendedErrorCodeNetworkError:
-				e.Kind, e.Status = dnsx.ErrLookupFailed, dnsx.Failed
-			}
-		}
-		return nil, e
-	default:
-		return nil, lerr(dnsx.ErrLookupFailed, dnsx.Failed, resp.Rcode, nil)
-	}
-}
-
-// negativeError describes a NOERROR/NXDOMAIN response without the wanted
-// records as ErrNXDomain or ErrNoData.
-func negativeError(r *dnsx.Resolver, name string, qtype uint16, resp *dns.Msg) *dnsx.LookupError {
-	st := dnsx.Insecure
-	if resp.AuthenticatedData {
-		st = dnsx.Secure
-	}
-	kind := dnsx.ErrNoData
-	if resp.Rcode == dns.RcodeNameError {
-		kind = dnsx.ErrNXDomain
-	}
-	e := &dnsx.LookupError{Name: dns.Fqdn(name), Type: dns.TypeToString[qtype], Server: resolverAddr(r),
-		Status: st, Rcode: resp.Rcode, Canonical: dns.Fqdn(name), Kind: kind}
-	for _, rr := range resp.Ns {
-		if soa, ok := rr.(*dns.SOA); ok {
-			e.NegTTL = min(soa.Hdr.Ttl, soa.Minttl)
-			break
-		}
-	}
-	if _, text, ok := ede(resp); ok {
-		e.EDE = text
-	}
-	return e
-}
-
-func ede(resp *dns.Msg) (uint16, string, bool) {
-	opt := resp.IsEdns0()
-	if opt == nil {
-		return 0, "", false
-	}
-	for _, o := range opt.Option {
-		if e, ok := o.(*dns.EDNS0_EDE); ok {
-			text := fmt.Sprintf("EDE %d", e.InfoCode)
-			if s, ok := dns.ExtendedErrorCodeToString[e.InfoCode]; ok {
-				text += " (" + s + ")"
-			}
-			if e.ExtraText != "" {
-				text += ": " + e.ExtraText
-			}
-			return e.InfoCode, text, true
-		}
-	}
-	return 0, "", false
 }

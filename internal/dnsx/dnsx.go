@@ -230,10 +230,15 @@ type answer struct {
 	ttl       uint32 // minimum TTL of rrs
 }
 
-// query asks the resolver for name/qtype and classifies the response. It
-// returns records of qtype owned by the end of the CNAME chain, or a
-// *LookupError.
-func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*answer, error) {
+// Exchange sends a recursive query for name/qtype with RD, AD and the DO bit
+// to the resolver (UDP, then TCP when truncated) and returns the response when
+// its rcode is NOERROR or NXDOMAIN; the caller reads the sections. Everything
+// else is a *LookupError classified as the lookups classify it: SERVFAIL is
+// ErrBogus (ErrLookupFailed when its Extended DNS Error says the resolver
+// could not reach an authority); other rcodes, network errors, invalid names
+// and mismatched responses are ErrLookupFailed. Use NegativeError for a
+// response that lacks the wanted records.
+func (r *Resolver) Exchange(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
 	name = dns.Fqdn(name)
 	addr := r.addr()
 	lerr := func(kind error, st Status, rcode int, err error) *LookupError {
@@ -264,13 +269,9 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*answe
 		resp.Question[0].Qtype != qtype {
 		return nil, lerr(ErrLookupFailed, Failed, resp.Rcode, errors.New("response does not match the question"))
 	}
-
-	st := Insecure
-	if resp.AuthenticatedData {
-		st = Secure
-	}
 	switch resp.Rcode {
 	case dns.RcodeSuccess, dns.RcodeNameError:
+		return resp, nil
 	case dns.RcodeServerFailure:
 		e := lerr(ErrBogus, Bogus, resp.Rcode, nil)
 		code, text, ok := extendedError(resp)
@@ -284,26 +285,54 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*answe
 	default:
 		return nil, lerr(ErrLookupFailed, Failed, resp.Rcode, nil)
 	}
+}
 
+// NegativeError describes a NOERROR or NXDOMAIN response (from Exchange)
+// that lacks the wanted records: ErrNXDomain or ErrNoData, Secure when the
+// resolver set the AD bit, with the negative-caching TTL and any EDE.
+func (r *Resolver) NegativeError(name string, qtype uint16, resp *dns.Msg) *LookupError {
+	name = dns.Fqdn(name)
+	return r.negative(name, name, qtype, resp)
+}
+
+func (r *Resolver) negative(name, canonical string, qtype uint16, resp *dns.Msg) *LookupError {
+	kind := ErrNoData
+	if resp.Rcode == dns.RcodeNameError {
+		kind = ErrNXDomain
+	}
+	e := &LookupError{Name: name, Type: dns.TypeToString[qtype], Server: r.addr(), Status: adStatus(resp),
+		Rcode: resp.Rcode, Canonical: canonical, Kind: kind, NegTTL: negativeTTL(resp)}
+	if _, text, ok := extendedError(resp); ok {
+		e.EDE = text
+	}
+	return e
+}
+
+func adStatus(resp *dns.Msg) Status {
+	if resp.AuthenticatedData {
+		return Secure
+	}
+	return Insecure
+}
+
+// query asks the resolver for name/qtype and classifies the response. It
+// returns records of qtype owned by the end of the CNAME chain, or a
+// *LookupError.
+func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*answer, error) {
+	name = dns.Fqdn(name)
+	resp, err := r.Exchange(ctx, name, qtype)
+	if err != nil {
+		return nil, err
+	}
 	canonical, rrs := follow(name, qtype, resp.Answer)
 	if len(rrs) > 0 && resp.Rcode == dns.RcodeSuccess {
 		ttl := rrs[0].Header().Ttl
 		for _, rr := range rrs[1:] {
 			ttl = min(ttl, rr.Header().Ttl)
 		}
-		return &answer{name: name, canonical: canonical, status: st, rrs: rrs, ttl: ttl}, nil
+		return &answer{name: name, canonical: canonical, status: adStatus(resp), rrs: rrs, ttl: ttl}, nil
 	}
-	kind := ErrNoData
-	if resp.Rcode == dns.RcodeNameError {
-		kind = ErrNXDomain
-	}
-	e := lerr(kind, st, resp.Rcode, nil)
-	e.Canonical = canonical
-	e.NegTTL = negativeTTL(resp)
-	if _, text, ok := extendedError(resp); ok {
-		e.EDE = text
-	}
-	return nil, e
+	return nil, r.negative(name, canonical, qtype, resp)
 }
 
 // contextErr is ctx.Err(), also reporting DeadlineExceeded when the deadline
