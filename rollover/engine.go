@@ -166,7 +166,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (*State, error) {
 		if req.NewCA == nil {
 			return nil, errors.New("ca-migration needs the new CA certificate (--new-ca)")
 		}
-		ta, err := tlsa.Compute(tlsa.Material{Kind: tlsa.KindCertificate, Certificate: req.NewCA, SPKI: req.NewCA.RawSubjectPublicKeyInfo}, tlsa.DANETA, tlsa.SelectorSPKI, tlsa.MatchSHA256)
+		ta, err := tlsa.Compute(tlsa.FromCertificate(req.NewCA), tlsa.DANETA, tlsa.SelectorSPKI, tlsa.MatchSHA256)
 		if err != nil {
 			return nil, err
 		}
@@ -266,7 +266,7 @@ func (e *Engine) stage(st *State, m Material, now time.Time) error {
 		return err
 	}
 	leaf := chain[0]
-	ee, _ := tlsa.Compute(tlsa.Material{Kind: tlsa.KindCertificate, Certificate: leaf, SPKI: leaf.RawSubjectPublicKeyInfo}, tlsa.DANEEE, tlsa.SelectorSPKI, tlsa.MatchSHA256)
+	ee, _ := tlsa.Compute(tlsa.FromCertificate(leaf), tlsa.DANEEE, tlsa.SelectorSPKI, tlsa.MatchSHA256)
 	switch st.Plan {
 	case PlanKeyPrepublish:
 		if fmt.Sprintf("%x", ee.Data) != st.NextKeySPKI {

@@ -191,6 +191,6 @@ func with(rs []tlsa.Record, add ...tlsa.Record) []tlsa.Record {
 }
 
 func spkiHex(c *x509.Certificate) string {
-	r, _ := tlsa.Compute(tlsa.Material{Kind: tlsa.KindCertificate, Certificate: c, SPKI: c.RawSubjectPublicKeyInfo}, tlsa.DANEEE, tlsa.SelectorSPKI, tlsa.MatchSHA256)
+	r, _ := tlsa.Compute(tlsa.FromCertificate(c), tlsa.DANEEE, tlsa.SelectorSPKI, tlsa.MatchSHA256)
 	return fmt.Sprintf("%x", r.Data)
 }

@@ -315,6 +315,12 @@ func checkKeyType(pub crypto.PublicKey) error {
 	return fmt.Errorf("%w: public key type %T", ErrUnsupported, pub)
 }
 
+// FromCertificate wraps an already parsed certificate as Material, for
+// callers that hold an *x509.Certificate rather than its PEM or DER.
+func FromCertificate(c *x509.Certificate) Material {
+	return Material{Kind: KindCertificate, Certificate: c, SPKI: c.RawSubjectPublicKeyInfo}
+}
+
 // Certificates returns the certificates among ms, in order.
 func Certificates(ms []Material) []*x509.Certificate {
 	var out []*x509.Certificate

@@ -56,8 +56,8 @@ func run(n int) error {
 		return err
 	}
 	cert := chain.TLSCertificate()
-	r311, _ := tlsa.Compute(tlsa.Material{Kind: tlsa.KindCertificate, Certificate: chain.Leaf.Cert, SPKI: chain.Leaf.SPKIDER}, 3, 1, 1)
-	r211, _ := tlsa.Compute(tlsa.Material{Kind: tlsa.KindCertificate, Certificate: chain.Intermediate.Cert, SPKI: chain.Intermediate.SPKIDER}, 2, 1, 1)
+	r311, _ := tlsa.Compute(tlsa.FromCertificate(chain.Leaf.Cert), 3, 1, 1)
+	r211, _ := tlsa.Compute(tlsa.FromCertificate(chain.Intermediate.Cert), 2, 1, 1)
 
 	// One SMTP server, one listener per host address, all on the same port.
 	srv := smtp.NewServer(backend{})

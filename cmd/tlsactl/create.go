@@ -325,7 +325,7 @@ type certSummary struct {
 }
 
 func summarize(c *x509.Certificate) certSummary {
-	r, _ := tlsa.Compute(tlsa.Material{Kind: tlsa.KindCertificate, Certificate: c, SPKI: c.RawSubjectPublicKeyInfo}, tlsa.DANEEE, tlsa.SelectorSPKI, tlsa.MatchSHA256)
+	r, _ := tlsa.Compute(tlsa.FromCertificate(c), tlsa.DANEEE, tlsa.SelectorSPKI, tlsa.MatchSHA256)
 	return certSummary{
 		Subject: c.Subject.String(), Issuer: c.Issuer.String(), DNSNames: c.DNSNames, IsCA: c.IsCA,
 		NotBefore: c.NotBefore.UTC().Format("2006-01-02T15:04:05Z"), NotAfter: c.NotAfter.UTC().Format("2006-01-02T15:04:05Z"),

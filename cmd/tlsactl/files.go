@@ -1,8 +1,10 @@
 package main
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/tlsactl/tlsactl/tlsa"
 	"io"
 	"io/fs"
 	"os"
@@ -60,6 +62,33 @@ func unwrapPathError(err error) error {
 		return pe.Err
 	}
 	return err
+}
+
+// readMaterialFile reads path ("-" is stdin) and parses every certificate,
+// key and CSR in it.
+func readMaterialFile(path string, stdin io.Reader) ([]tlsa.Material, error) {
+	b, err := readInput(path, stdin)
+	if err != nil {
+		return nil, err
+	}
+	return tlsa.ParseMaterial(path, b)
+}
+
+// readCertificates reads the certificates of a PEM or DER file; a file with
+// none is an error naming what it holds instead, followed by hint if given.
+func readCertificates(path string, stdin io.Reader, hint string) ([]*x509.Certificate, error) {
+	ms, err := readMaterialFile(path, stdin)
+	if err != nil {
+		return nil, err
+	}
+	certs := tlsa.Certificates(ms)
+	if len(certs) == 0 {
+		if hint != "" {
+			hint = "; " + hint
+		}
+		return nil, fmt.Errorf("%s: no certificate found (found %s)%s", path, kindsOf(ms), hint)
+	}
+	return certs, nil
 }
 
 // expandPaths expands glob patterns ("certs/*.pem") that do not name an

@@ -200,17 +200,9 @@ func runHookCertbot(c *cli.Context) error {
 
 // addCerts appends the certificates of a PEM file, skipping duplicates.
 func (in *hookInput) addCerts(path string) error {
-	b, err := readInput(path, nil)
+	certs, err := readCertificates(path, nil, "")
 	if err != nil {
 		return err
-	}
-	ms, err := tlsa.ParseMaterial(path, b)
-	if err != nil {
-		return err
-	}
-	certs := tlsa.Certificates(ms)
-	if len(certs) == 0 {
-		return fmt.Errorf("%s: no certificate found (found %s)", path, kindsOf(ms))
 	}
 	for _, c := range certs {
 		dup := false
@@ -375,7 +367,7 @@ func certName(c *x509.Certificate) string {
 }
 
 func spkiOf(c *x509.Certificate) string {
-	r, _ := tlsa.Compute(tlsa.Material{Kind: tlsa.KindCertificate, Certificate: c, SPKI: c.RawSubjectPublicKeyInfo}, tlsa.DANEEE, tlsa.SelectorSPKI, tlsa.MatchSHA256)
+	r, _ := tlsa.Compute(tlsa.FromCertificate(c), tlsa.DANEEE, tlsa.SelectorSPKI, tlsa.MatchSHA256)
 	return fmt.Sprintf("%x", r.Data)
 }
 

@@ -90,17 +90,9 @@ func runMatch(c *cli.Context) error {
 		return badInput(err)
 	}
 	chainPath := c.String(flagChain)
-	data, err := readInput(chainPath, c.App.Reader)
+	chain, err := readCertificates(chainPath, c.App.Reader, "give the chain the server sends, leaf first")
 	if err != nil {
 		return badInput(err)
-	}
-	ms, err := tlsa.ParseMaterial(chainPath, data)
-	if err != nil {
-		return badInput(err)
-	}
-	chain := tlsa.Certificates(ms)
-	if len(chain) == 0 {
-		return badInput(fmt.Errorf("%s: no certificate found (found %s); give the chain the server sends, leaf first", chainPath, kindsOf(ms)))
 	}
 	var recs []tlsa.Record
 	for _, s := range c.StringSlice(flagRecord) {

@@ -259,17 +259,9 @@ func readCA(c *cli.Context) (*x509.Certificate, error) {
 	if p == "" {
 		return nil, nil
 	}
-	b, err := readInput(p, c.App.Reader)
+	certs, err := readCertificates(p, c.App.Reader, "")
 	if err != nil {
 		return nil, err
-	}
-	ms, err := tlsa.ParseMaterial(p, b)
-	if err != nil {
-		return nil, err
-	}
-	certs := tlsa.Certificates(ms)
-	if len(certs) == 0 {
-		return nil, fmt.Errorf("%s: no certificate found (found %s)", p, kindsOf(ms))
 	}
 	if !certs[0].IsCA {
 		return nil, fmt.Errorf("%s: %s is not a CA certificate; give the issuing CA of the new certificate", p, certs[0].Subject)
@@ -282,11 +274,7 @@ func readNextKey(c *cli.Context) ([]byte, error) {
 	if p == "" {
 		return nil, nil
 	}
-	b, err := readInput(p, c.App.Reader)
-	if err != nil {
-		return nil, err
-	}
-	ms, err := tlsa.ParseMaterial(p, b)
+	ms, err := readMaterialFile(p, c.App.Reader)
 	if err != nil {
 		return nil, err
 	}
@@ -523,15 +511,11 @@ func runRolloverPlan(c *cli.Context) error {
 	if ca, err := readCA(c); err != nil {
 		return badInput(err)
 	} else if ca != nil {
-		r, _ := tlsa.Compute(tlsa.Material{Kind: tlsa.KindCertificate, Certificate: ca, SPKI: ca.RawSubjectPublicKeyInfo}, 2, 1, 1)
+		r, _ := tlsa.Compute(tlsa.FromCertificate(ca), 2, 1, 1)
 		newTA = r.String()
 	}
 	if p := c.String(flagNewCert); p != "" {
-		b, err := readInput(p, c.App.Reader)
-		if err != nil {
-			return badInput(err)
-		}
-		ms, err := tlsa.ParseMaterial(p, b)
+		ms, err := readMaterialFile(p, c.App.Reader)
 		if err != nil {
 			return badInput(err)
 		}

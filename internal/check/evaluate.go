@@ -457,6 +457,6 @@ func nameInSAN(c *x509.Certificate, host string) bool {
 }
 
 func certInfo(c *x509.Certificate) CertInfo {
-	r, _ := tlsa.Compute(tlsa.Material{Kind: tlsa.KindCertificate, Certificate: c, SPKI: c.RawSubjectPublicKeyInfo}, tlsa.DANEEE, tlsa.SelectorSPKI, tlsa.MatchSHA256)
+	r, _ := tlsa.Compute(tlsa.FromCertificate(c), tlsa.DANEEE, tlsa.SelectorSPKI, tlsa.MatchSHA256)
 	return CertInfo{Subject: c.Subject.String(), Issuer: c.Issuer.String(), DNSNames: c.DNSNames, NotAfter: c.NotAfter.UTC(), SPKISHA256: fmt.Sprintf("%x", r.Data)}
 }

@@ -135,7 +135,7 @@ func run(dir string, ttl int) error {
 		c *testbed.Cert
 		u tlsa.Usage
 	}{{chain.Leaf, tlsa.DANEEE}, {chain.Intermediate, tlsa.DANETA}} {
-		r, err := tlsa.Compute(tlsa.Material{Kind: tlsa.KindCertificate, Certificate: m.c.Cert, SPKI: m.c.SPKIDER}, m.u, tlsa.SelectorSPKI, tlsa.MatchSHA256)
+		r, err := tlsa.Compute(tlsa.FromCertificate(m.c.Cert), m.u, tlsa.SelectorSPKI, tlsa.MatchSHA256)
 		if err != nil {
 			return err
 		}
