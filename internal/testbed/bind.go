@@ -97,8 +97,8 @@ func StartBIND(ctx context.Context, dir string, cfg BINDConfig) (*BIND, error) {
 			return b, nil
 		}
 		_ = b.Stop()
-		lastErr = fmt.Errorf("testbed: named not ready: %w\nnamed log:\n%s", lastErr, tail(b.Log(), 4000))
-		if !strings.Contains(strings.ToLower(b.Log()), "address in use") {
+		var retry bool
+		if lastErr, retry = notReady("named", lastErr, b.Log()); !retry {
 			break
 		}
 	}

@@ -189,8 +189,8 @@ func StartKnot(ctx context.Context, dir string, cfg KnotConfig) (*Knot, error) {
 			return k, nil
 		}
 		_ = k.Stop()
-		lastErr = fmt.Errorf("testbed: knotd not ready: %w\nknotd log:\n%s", lastErr, tail(k.Log(), 4000))
-		if cfg.Port != 0 || !strings.Contains(k.Log(), "Address already in use") {
+		var retry bool
+		if lastErr, retry = notReady("knotd", lastErr, k.Log()); !retry || cfg.Port != 0 {
 			break
 		}
 	}

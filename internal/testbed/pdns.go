@@ -152,8 +152,8 @@ func StartPowerDNS(ctx context.Context, dir string, cfg PowerDNSConfig) (*PowerD
 			return d, nil
 		}
 		_ = d.Stop()
-		lastErr = fmt.Errorf("testbed: pdns_server not ready: %w\npdns_server log:\n%s", lastErr, tail(d.Log(), 4000))
-		if !strings.Contains(strings.ToLower(d.Log()), "address already in use") {
+		var retry bool
+		if lastErr, retry = notReady("pdns_server", lastErr, d.Log()); !retry {
 			break
 		}
 	}

@@ -214,9 +214,8 @@ func StartPebble(ctx context.Context, dir string, cfg PebbleConfig) (*Pebble, er
 		}
 		_ = pb.Stop()
 		pb.client.CloseIdleConnections()
-		log := pb.Log()
-		lastErr = fmt.Errorf("testbed: pebble not ready: %w\npebble log:\n%s", lastErr, tail(log, 4000))
-		if !strings.Contains(log, "address already in use") {
+		var retry bool
+		if lastErr, retry = notReady("pebble", lastErr, pb.Log()); !retry {
 			break
 		}
 	}

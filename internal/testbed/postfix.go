@@ -123,9 +123,8 @@ func StartPostfix(ctx context.Context, dir string, cfg PostfixConfig) (*Postfix,
 			return pf, nil
 		}
 		stopErr := pf.Stop()
-		log := pf.Log()
-		lastErr = fmt.Errorf("testbed: postfix not ready: %w (stop: %v)\npostfix log:\n%s", lastErr, stopErr, tail(log, 4000))
-		if !strings.Contains(log, "Address already in use") {
+		var retry bool
+		if lastErr, retry = notReady("postfix", fmt.Errorf("%w (stop: %v)", lastErr, stopErr), pf.Log()); !retry {
 			break
 		}
 	}

@@ -231,3 +231,12 @@ func startForTest[S interface{ Stop() error }](tb testing.TB, start func(context
 	})
 	return s
 }
+
+// notReady describes a server that did not come up, with the end of its log,
+// and reports whether the cause was its port being taken in the meantime, so
+// a retry with another port may help.
+func notReady(name string, err error, log string) (error, bool) {
+	l := strings.ToLower(log)
+	inUse := strings.Contains(l, "address already in use") || strings.Contains(l, "address in use")
+	return fmt.Errorf("testbed: %s not ready: %w\n%s log:\n%s", name, err, name, tail(log, 4000)), inUse
+}

@@ -117,9 +117,8 @@ func StartUnbound(ctx context.Context, dir string, cfg UnboundConfig) (*Unbound,
 			return u, nil
 		}
 		_ = u.Stop()
-		log := u.Log()
-		lastErr = fmt.Errorf("testbed: unbound not ready: %w\nunbound log:\n%s", lastErr, tail(log, 4000))
-		if !strings.Contains(log, "address already in use") && !strings.Contains(log, "Address already in use") {
+		var retry bool
+		if lastErr, retry = notReady("unbound", lastErr, u.Log()); !retry {
 			break
 		}
 	}
