@@ -76,13 +76,17 @@ func (d *ProviderDNS) Current(ctx context.Context) (rollover.RRSet, uint32, erro
 	return out, neg, nil
 }
 
-// Set replaces the RRset in one provider call.
+// Set replaces the RRset in one provider call. Only an empty want (delete)
+// needs the current records, so only then are they read again.
 func (d *ProviderDNS) Set(ctx context.Context, want rollover.RRSet) error {
-	cur, err := providers.GetTLSA(ctx, d.Provider, d.Zone, d.Owner)
-	if err != nil {
-		return err
+	var cur providers.RRSet
+	if len(want.Records) == 0 {
+		var err error
+		if cur, err = providers.GetTLSA(ctx, d.Provider, d.Zone, d.Owner); err != nil {
+			return err
+		}
 	}
-	_, err = providers.SetTLSA(ctx, d.Provider, d.Zone, cur, d.rrset(want))
+	_, err := providers.SetTLSA(ctx, d.Provider, d.Zone, cur, d.rrset(want))
 	return err
 }
 
