@@ -2,24 +2,36 @@ package rollover
 
 import (
 	"context"
-	"errors"
-	"github.com/tlsactl/tlsactl/tlsa"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/tlsactl/tlsactl/tlsa"
 )
 
-// cachedView is a DNS whose validating resolver still holds an older RRset.
-type cachedView struct {
+// resolverView is a DNS whose validating resolver still holds an older RRset.
+// It holds it until until, then the current RRset.
+type resolverView struct {
 	DNS
-	rr RRSet
+	rr    RRSet
+	clock Clock
+	until time.Time
 }
 
-func (c cachedView) Cached(context.Context) (RRSet, error) { return c.rr, nil }
+func (c resolverView) Observe(ctx context.Context) ([]Sighting, error) {
+	obs, err := c.DNS.Observe(ctx)
+	if now := c.clock.Now(); now.Before(c.until) {
+		left := uint32(c.until.Sub(now) / time.Second)
+		return append(obs, Sighting{Kind: SourceResolver, Source: "resolver 127.0.0.1:53", Records: c.rr.Records, TTL: left}), err
+	}
+	return obs, err
+}
 
 // TestStartSeesRecentChange: the provider's RRset changed shortly before the
-// rollover (by hand), and a resolver still holds the previous one, which does
-// not cover the new certificate. The deploy must wait until that RRset has
-// left every cache; without the CacheViewer the renew would deploy at once.
+// rollover (by hand), and tlsactl's resolver still holds the previous one,
+// which does not cover the new certificate. The ledger records it, superseded
+// now, with at least the TTL served now (other resolvers may have fetched it
+// later than this one); the deploy waits until it has left every cache.
 func TestStartSeesRecentChange(t *testing.T) {
 	p := getPKI(t)
 	sc := scenarios(p)[0] // renew
@@ -29,31 +41,32 @@ func TestStartSeesRecentChange(t *testing.T) {
 	inner := e.Target
 	e.Target = func(host string) (Target, error) {
 		tg, err := inner(host)
-		tg.DNS = cachedView{DNS: tg.DNS, rr: older}
+		tg.DNS = resolverView{DNS: tg.DNS, rr: older, clock: w.clock, until: testBase.Add(600 * time.Second)}
 		return tg, err
 	}
-	req := sc.startReq(p)
-	m := sc.newLeaf.mat
-	req.New = &m
 	start := w.now()
-	st, err := e.Start(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
+	sc.startWith(t, w, store, e)
+	l, _ := store.LoadLedger(testOwner)
+	var found bool
+	for _, v := range l.Versions {
+		if rrKeyText(v.Records) == rrKeyText(texts(older.Records...)) {
+			found = v.Superseded.Equal(start) && v.TTL == 3600
+		}
 	}
-	if len(st.Versions) != 2 || !st.Versions[0].Superseded.Equal(start) {
-		t.Fatalf("versions %+v: want the cached older RRset first, superseded at the start", st.Versions)
+	if !found {
+		t.Fatalf("ledger %+v: want the resolver's older RRset superseded at the start, TTL 3600", l.Versions)
 	}
-	_, err = e.Advance(context.Background(), testHost)
-	var ue *UnsafeError
-	if !errors.As(err, &ue) || w.dep.deploys != 0 {
-		t.Fatalf("advance: %v, %d deploys; want the deploy refused while the older RRset may be cached", err, w.dep.deploys)
+	out, err := e.Advance(context.Background(), testHost)
+	if err != nil || !out.Waiting || w.dep.deploys != 0 || !strings.Contains(out.Reason, "may be cached until") {
+		t.Fatalf("advance: %v, %+v, %d deploys; want the deploy held back while the older RRset may be cached", err, out, w.dep.deploys)
 	}
-	// The largest TTL any cache may hold for it: max(600, the current RRset's 3600).
-	if want := start.Add(3600 * time.Second); !ue.SafeAt.Equal(want) || !store.state(testFQDN).NotBefore.Equal(want) {
-		t.Fatalf("safe at %v, not before %v; want %v", ue.SafeAt, store.state(testFQDN).NotBefore, want)
+	// The largest TTL any cache may hold for it: max(600, the TTL served now, 3600).
+	if want := start.Add(3600 * time.Second); !out.State.NotBefore.Equal(want) {
+		t.Fatalf("not before %v; want %v", out.State.NotBefore, want)
 	}
-	w.advanceTo(ue.SafeAt)
+	w.advanceTo(out.State.NotBefore)
 	if st := w.runToEnd(t, e); st.Status != StatusDone || !w.servesOnly(p.renew.cert) {
 		t.Fatalf("after the wait: %s", st.Status)
 	}
+	assertClean(t, w, store)
 }

@@ -1,11 +1,11 @@
 package rollover
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,6 +14,18 @@ import (
 
 // Target is what the engine needs to act on one host.
 type Target struct {
+	DNS      DNS
+	Deployer Deployer
+	// Peers are the other hosts on the same deploy target: hosts that
+	// share this host's key and chain files, or its addresses. Deploying to
+	// this host changes what they serve, so every deploy is checked
+	// against their ledgers too.
+	Peers []Peer
+}
+
+// Peer is another host on a deploy target.
+type Peer struct {
+	Host     string // FQDN
 	DNS      DNS
 	Deployer Deployer
 }
@@ -30,7 +42,8 @@ type Engine struct {
 	// Failpoint, when set, is called with the name of each point where a
 	// crash must be survivable ("step-start:<step>", "before-set",
 	// "after-set", "after-confirm", "before-deploy", "after-deploy",
-	// "step-done:<step>"). Crash tests kill the process there.
+	// "step-done:<step>"). Crash tests kill the process there; the shipped
+	// binary sets it only in test builds.
 	Failpoint func(point string)
 }
 
@@ -40,23 +53,18 @@ func (e *Engine) fail(point string) {
 	}
 }
 
-// StartRequest describes a new rollover.
-type StartRequest struct {
-	Host   string // MX host name
-	Port   int    // SMTP port; 25 when zero
-	Plan   Plan
-	TTL    uint32        // TTL for the records the rollover publishes; the current RRset's when zero
-	Margin time.Duration // added to every TTL wait
-	// NewCA is the new CA certificate (ca-migration): its 2 1 1 is published first.
-	NewCA *x509.Certificate
-	// New is the new certificate and key (renew: required; ca-migration and
-	// key-prepublish: optional, may be provided later).
-	New *Material
-	// NextKeySPKI is the DER SubjectPublicKeyInfo of the next key (key-prepublish).
-	NextKeySPKI []byte
-}
+const (
+	stagedNew    = "new"
+	stagedBefore = "before" // the files as they were before the rollover's first deploy
+)
 
-const stagedNew = "new"
+// maxStepBacks bounds how often a rollover republishes a record someone
+// else keeps removing before it stops and asks the operator.
+const maxStepBacks = 5
+
+// transientWait is how long a step waits for something expected to settle
+// soon (propagation to every authoritative server).
+const transientWait = 5 * time.Second
 
 func (e *Engine) now() time.Time { return e.Clock.Now() }
 
@@ -72,158 +80,6 @@ func (e *Engine) lock(ctx context.Context, host string) (func(), error) {
 		return nil, err
 	}
 	return func() { _ = unlock() }, nil
-}
-
-// Start creates the rollover state for a host after checking that the host is
-// in a safe state now (its TLSA RRset matches what it serves) and that the
-// material fits the plan. It changes nothing in DNS or on the server.
-func (e *Engine) Start(ctx context.Context, req StartRequest) (*State, error) {
-	host, err := tlsa.HostName(req.Host)
-	if err != nil {
-		return nil, err
-	}
-	host = strings.ToLower(host)
-	if !req.Plan.Valid() {
-		return nil, fmt.Errorf("unknown plan %q: want renew, ca-migration or key-prepublish", req.Plan)
-	}
-	if req.Port == 0 {
-		req.Port = 25
-	}
-	unlock, err := e.lock(ctx, host)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	if old, err := e.Store.Load(host); err == nil && old.Status == StatusActive {
-		return nil, fmt.Errorf("%s already has an active %s rollover at step %s: finish it (rollover run) or abort it first", host, old.Plan, old.CurrentStep())
-	} else if err != nil && !errors.Is(err, ErrNoRollover) {
-		return nil, err
-	}
-	t, err := e.Target(host)
-	if err != nil {
-		return nil, err
-	}
-	cur, negTTL, err := t.DNS.Current(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("reading the TLSA RRset: %w", err)
-	}
-	served, err := t.Deployer.Served(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("probing what %s serves: %w", host, err)
-	}
-	now := e.now()
-	owner, _ := tlsa.OwnerName(fmt.Sprint(req.Port), "tcp", host)
-	st := &State{
-		Version: 1, Host: host, Port: req.Port, Owner: owner, Plan: req.Plan, Status: StatusActive,
-		Created: now, TTL: req.TTL, NegTTL: negTTL, Margin: Duration(req.Margin),
-	}
-	if st.TTL == 0 {
-		st.TTL = cur.TTL
-	}
-	if st.TTL == 0 {
-		st.TTL = 3600
-	}
-	initTTL := cur.TTL
-	if len(cur.Records) == 0 {
-		initTTL = negTTL
-	}
-	st.Versions = []Version{{Records: recordTexts(cur.Records), TTL: initTTL, Initial: true}}
-	// A resolver still holding another RRset means the provider's changed
-	// recently: that older RRset may be cached anywhere for up to a TTL
-	// from now, so it joins the versions the invariant checks.
-	if cv, ok := t.DNS.(CacheViewer); ok {
-		if cached, err := cv.Cached(ctx); err == nil && !sameSet(cached.Records, cur.Records) {
-			older := Version{Records: recordTexts(cached.Records), TTL: max(cached.TTL, cur.TTL, st.TTL), Initial: true, Superseded: now}
-			st.Versions = append([]Version{older}, st.Versions...)
-		}
-	}
-	names := []string{host}
-	if len(cur.Records) > 0 {
-		if err := CheckInvariant("start", st.Versions, served, names, now); err != nil {
-			return nil, fmt.Errorf("%s is not in a safe state now, fix that first: %w", host, err)
-		}
-	}
-	if len(served) > 0 && len(served[0]) > 0 {
-		st.OldLeafSPKI = spkiHex(served[0][0])
-	}
-	for _, r := range cur.Records {
-		switch r.Usage {
-		case tlsa.DANEEE:
-			st.OldEE = append(st.OldEE, r.String())
-		case tlsa.DANETA:
-			st.OldTA = append(st.OldTA, r.String())
-		}
-	}
-	switch req.Plan {
-	case PlanRenew:
-		if req.New == nil {
-			return nil, errors.New("renew needs the new certificate and key (--new-cert, --new-key)")
-		}
-		if len(st.OldTA) == 0 {
-			return nil, errors.New("renew relies on a published 2 x x record to cover the swap, and there is none: publish the CA's 2 1 1 first, or use --plan ca-migration")
-		}
-	case PlanCAMigration:
-		if req.NewCA == nil {
-			return nil, errors.New("ca-migration needs the new CA certificate (--new-ca)")
-		}
-		ta, err := tlsa.Compute(tlsa.FromCertificate(req.NewCA), tlsa.DANETA, tlsa.SelectorSPKI, tlsa.MatchSHA256)
-		if err != nil {
-			return nil, err
-		}
-		st.NewTA, st.NewCASPKI = ta.String(), fmt.Sprintf("%x", ta.Data)
-		st.OldTA = recordTexts(without(mustParse(st.OldTA), []tlsa.Record{ta})) // never retire the new CA
-	case PlanKeyPrepublish:
-		if len(req.NextKeySPKI) == 0 {
-			return nil, errors.New("key-prepublish needs the next key (--next-key)")
-		}
-		next, err := tlsa.Compute(tlsa.Material{Kind: tlsa.KindPublicKey, SPKI: req.NextKeySPKI}, tlsa.DANEEE, tlsa.SelectorSPKI, tlsa.MatchSHA256)
-		if err != nil {
-			return nil, err
-		}
-		st.Next, st.NextKeySPKI = next.String(), fmt.Sprintf("%x", next.Data)
-		st.OldEE = recordTexts(without(mustParse(st.OldEE), []tlsa.Record{next}))
-	}
-	if req.New != nil {
-		if err := e.stage(st, *req.New, now); err != nil {
-			return nil, err
-		}
-	}
-	st.History = append(st.History, Event{At: now, Step: st.CurrentStep(), What: "started",
-		Detail: fmt.Sprintf("%s rollover of %s; RRset %s", req.Plan, owner, abbrev(st.Versions[len(st.Versions)-1].Records))})
-	if err := e.Store.Save(st); err != nil {
-		return nil, err
-	}
-	return st, nil
-}
-
-func mustParse(ss []string) []tlsa.Record {
-	rs, _ := parseRecords(ss)
-	return rs
-}
-
-// Provide stages the new certificate and key for a rollover that waits for
-// them (e.g. a ca-migration after its TTL wait). It checks the material fits
-// the plan; it deploys nothing.
-func (e *Engine) Provide(ctx context.Context, host string, m Material) (*State, error) {
-	st, unlock, err := e.loadLocked(ctx, host)
-	if err != nil {
-		return st, err
-	}
-	defer unlock()
-	if st.Status != StatusActive {
-		return nil, fmt.Errorf("the %s rollover of %s is %s", st.Plan, st.Host, st.Status)
-	}
-	if idx := stepIndex(st.Plan, StepDeploy); st.Step > idx {
-		return nil, fmt.Errorf("the new certificate of %s is already deployed", host)
-	}
-	now := e.now()
-	if err := e.stage(st, m, now); err != nil {
-		return nil, err
-	}
-	if err := e.Store.Save(st); err != nil {
-		return nil, err
-	}
-	return st, nil
 }
 
 // loadLocked takes the host's lock and loads its state: lock → reload →
@@ -259,395 +115,156 @@ func stepIndex(p Plan, k StepKind) int {
 	return -1
 }
 
-// stage validates m against the plan and stores it.
-func (e *Engine) stage(st *State, m Material, now time.Time) error {
-	chain, err := parseChain(m)
-	if err != nil {
-		return err
-	}
-	leaf := chain[0]
-	ee, _ := tlsa.Compute(tlsa.FromCertificate(leaf), tlsa.DANEEE, tlsa.SelectorSPKI, tlsa.MatchSHA256)
-	switch st.Plan {
-	case PlanKeyPrepublish:
-		if fmt.Sprintf("%x", ee.Data) != st.NextKeySPKI {
-			return fmt.Errorf("the new certificate is not on the next key whose 3 1 1 this rollover publishes (SPKI %s…, want %s…): issue it from the next key's CSR", short(fmt.Sprintf("%x", ee.Data)), short(st.NextKeySPKI))
-		}
-	case PlanCAMigration:
-		ta, _ := tlsa.ParseRecord(st.NewTA)
-		if v := tlsa.Match(chain, []tlsa.Record{ta}, tlsa.MatchOptions{Names: []string{st.Host}, Now: now}).Verdicts[0]; !v.Matched {
-			return fmt.Errorf("the new chain does not match the new CA's 2 1 1 (%s: %s): the chain file must hold the leaf and the new CA certificate", v.Reason, v.Detail)
-		}
-	}
-	if err := e.Store.PutMaterial(st.Host, stagedNew, m); err != nil {
-		return err
-	}
-	st.NewEE, st.NewLeafSPKI = ee.String(), fmt.Sprintf("%x", ee.Data)
-	st.History = append(st.History, Event{At: now, Step: st.CurrentStep(), What: "material staged",
-		Detail: fmt.Sprintf("new certificate %q, SPKI %s…, expires %s", leaf.Subject.CommonName, short(st.NewLeafSPKI), leaf.NotAfter.UTC().Format("2006-01-02"))})
-	return nil
+// seen is one observation of a host's DNS: what every source held, and the
+// owner's ledger after recording it.
+type seen struct {
+	at        time.Time
+	sightings []Sighting
+	ledger    *Ledger
+	drift     []Drift
 }
 
-func short(s string) string {
-	if len(s) > 16 {
-		return s[:16]
-	}
-	return s
-}
-
-// parseChain parses a Material's chain and checks the key belongs to the leaf.
-func parseChain(m Material) ([]*x509.Certificate, error) {
-	ms, err := tlsa.ParseMaterial("certificate chain", m.ChainPEM)
-	if err != nil {
-		return nil, err
-	}
-	chain := tlsa.Certificates(ms)
-	if len(chain) == 0 {
-		return nil, errors.New("the certificate chain holds no certificate")
-	}
-	ks, err := tlsa.ParseMaterial("private key", m.KeyPEM)
-	if err != nil {
-		return nil, err
-	}
-	for _, k := range ks {
-		if k.Kind == tlsa.KindPrivateKey {
-			if !bytes.Equal(k.SPKI, chain[0].RawSubjectPublicKeyInfo) {
-				return nil, errors.New("the private key does not belong to the certificate (first in the chain)")
-			}
-			return chain, nil
-		}
-	}
-	return nil, errors.New("the key file holds no private key")
-}
-
-// Outcome says where Advance stopped.
-type Outcome struct {
-	State *State
-	// Waiting is set when a step may act only later (NotBefore), or waits
-	// for material; Reason says why.
-	Waiting bool
-	Reason  string
-}
-
-// Advance moves the host's rollover forward as far as is safe now and
-// returns. It stops when the rollover is done, when a step must wait (TTL,
-// material), or at the first error (recorded in the state; a later run
-// retries).
-func (e *Engine) Advance(ctx context.Context, host string) (Outcome, error) {
-	st, unlock, err := e.loadLocked(ctx, host)
-	if err != nil {
-		return Outcome{}, err
-	}
-	defer unlock()
-	host = st.Host
-	t, err := e.Target(host)
-	if err != nil {
-		return Outcome{State: st}, err
-	}
-	for st.Status == StatusActive {
-		step := st.CurrentStep()
-		now := e.now()
-		if now.Before(st.NotBefore) {
-			return Outcome{State: st, Waiting: true, Reason: fmt.Sprintf("%s: not before %s", step, st.NotBefore.UTC().Format(time.RFC3339))}, nil
-		}
-		if step == StepDone {
-			st.Status = StatusDone
-			st.History = append(st.History, Event{At: now, Step: step, What: "done", Detail: "rollover complete"})
-			break
-		}
-		e.fail("step-start:" + string(step))
-		err := e.runStep(ctx, st, t, step)
-		switch {
-		case err == nil:
-			st.Step++
-			st.NotBefore, st.LastError = time.Time{}, ""
-			if err := e.Store.Save(st); err != nil {
-				return Outcome{State: st}, err
-			}
-			e.fail("step-done:" + string(step))
+// provider returns the provider's RRset of the observation.
+func (w *seen) provider() ([]tlsa.Record, error) {
+	for _, s := range w.sightings {
+		if s.Kind != SourceProvider {
 			continue
-		case errors.Is(err, ErrWaiting), errors.Is(err, ErrNeedMaterial):
-			st.LastError = ""
-			if len(st.History) == 0 || st.History[len(st.History)-1].Detail != err.Error() {
-				st.History = append(st.History, Event{At: now, Step: step, What: "waiting", Detail: err.Error()})
-			}
-			if serr := e.Store.Save(st); serr != nil {
-				return Outcome{State: st}, serr
-			}
-			return Outcome{State: st, Waiting: true, Reason: err.Error()}, nil
-		default:
-			var ue *UnsafeError
-			if errors.As(err, &ue) && !ue.SafeAt.IsZero() {
-				st.NotBefore = ue.SafeAt
-			}
-			st.LastError = err.Error()
-			st.History = append(st.History, Event{At: now, Step: step, What: "error", Detail: err.Error()})
-			if serr := e.Store.Save(st); serr != nil {
-				return Outcome{State: st}, errors.Join(err, serr)
-			}
-			return Outcome{State: st}, fmt.Errorf("%s, step %s: %w", host, step, err)
 		}
+		if s.Err != nil {
+			return nil, fmt.Errorf("reading the TLSA RRset from the provider: %w", s.Err)
+		}
+		if s.CNAME != "" {
+			return nil, fmt.Errorf("the provider holds a CNAME to %s at the owner, not a TLSA RRset", s.CNAME)
+		}
+		return s.Records, nil
 	}
-	if err := e.Store.Save(st); err != nil {
-		return Outcome{State: st}, err
-	}
-	return Outcome{State: st}, nil
+	return nil, errors.New("the provider's RRset was not read")
 }
 
-func (e *Engine) runStep(ctx context.Context, st *State, t Target, step StepKind) error {
-	switch step {
-	case StepVerify:
-		return e.verify(ctx, st, t)
-	case StepPublishTA:
-		ta := mustParse([]string{st.NewTA})
-		return e.publish(ctx, st, t, step, func(cur []tlsa.Record) []tlsa.Record { return with(cur, ta...) })
-	case StepPublishNext:
-		next := mustParse([]string{st.Next})
-		return e.publish(ctx, st, t, step, func(cur []tlsa.Record) []tlsa.Record { return with(cur, next...) })
-	case StepWaitTTL:
-		if until := WaitUntil(st); e.now().Before(until) {
-			st.NotBefore = until
-			return fmt.Errorf("%w until %s: the previous TLSA RRset may still be cached (TTL %s + margin %s)", ErrWaiting, until.UTC().Format(time.RFC3339), time.Duration(maxTTL(st))*time.Second, time.Duration(st.Margin))
+// servedEverywhere checks that every authoritative address serves want (the
+// records; TTL as served). It returns a sentence naming the first that does
+// not, or "".
+func (w *seen) servedEverywhere(want []tlsa.Record) string {
+	n := 0
+	for _, s := range w.sightings {
+		if s.Kind != SourceAuthoritative {
+			continue
 		}
+		n++
+		switch {
+		case s.Err != nil:
+			return fmt.Sprintf("%s could not be asked: %v", s.Source, s.Err)
+		case s.CNAME != "":
+			return fmt.Sprintf("%s answers with a CNAME to %s", s.Source, s.CNAME)
+		case !sameSet(s.Records, want):
+			return fmt.Sprintf("%s serves %s, not %s", s.Source, abbrev(recordTexts(s.Records)), abbrev(recordTexts(want)))
+		}
+	}
+	if n == 0 {
+		return "no authoritative server could be asked"
+	}
+	return ""
+}
+
+// observe reads the owner's RRset everywhere and records it in the ledger.
+func (e *Engine) observe(ctx context.Context, d DNS, negTTL uint32) (*seen, error) {
+	obs, err := d.Observe(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("observing %s: %w", d.Owner(), err)
+	}
+	w := &seen{at: e.now(), sightings: obs}
+	l, err := e.Store.UpdateLedger(ctx, d.Owner(), func(l *Ledger) error {
+		w.drift = l.Record(obs, negTTL, w.at)
 		return nil
-	case StepDeploy:
-		return e.deploy(ctx, st, t)
-	case StepReplaceEE:
-		if st.NewEE == "" {
-			return fmt.Errorf("%w: no new certificate staged", ErrNeedMaterial)
-		}
-		old, ne := mustParse(st.OldEE), mustParse([]string{st.NewEE})
-		return e.publish(ctx, st, t, step, func(cur []tlsa.Record) []tlsa.Record { return with(without(cur, old), ne...) })
-	case StepRetireTA:
-		old := mustParse(st.OldTA)
-		return e.publish(ctx, st, t, step, func(cur []tlsa.Record) []tlsa.Record { return without(cur, old) })
-	case StepRetireEE:
-		old := mustParse(st.OldEE)
-		return e.publish(ctx, st, t, step, func(cur []tlsa.Record) []tlsa.Record { return without(cur, old) })
+	})
+	if err != nil {
+		return nil, fmt.Errorf("recording what %s holds: %w", d.Owner(), err)
 	}
-	return fmt.Errorf("unknown step %q", step)
+	w.ledger = l
+	return w, nil
 }
 
-// WaitUntil is when the versions superseded so far have left every cache:
-// the last confirmation plus the largest TTL any cache may hold for the
-// RRset (old and new TTL; the negative TTL where the name had no TLSA) plus
-// the margin.
-func WaitUntil(st *State) time.Time {
-	var last time.Time
-	for _, v := range st.Versions {
-		if v.Confirmed.After(last) {
-			last = v.Confirmed
-		}
-	}
-	return last.Add(time.Duration(maxTTL(st))*time.Second + time.Duration(st.Margin))
-}
-
-func maxTTL(st *State) uint32 {
-	m := st.TTL
-	for _, v := range st.Versions {
-		if v.Initial && len(v.Records) == 0 && st.NegTTL > m {
-			m = st.NegTTL // the name had no TLSA: caches may hold the denial
-		}
-	}
-	for _, v := range st.Versions {
-		if v.TTL > m {
-			m = v.TTL
-		}
-	}
-	return m
-}
-
-// publish makes the provider's RRset target(current), safely and
-// idempotently: the intent is recorded before the provider call, and a
-// resumed run recognises a change that was already made.
-func (e *Engine) publish(ctx context.Context, st *State, t Target, step StepKind, target func([]tlsa.Record) []tlsa.Record) error {
-	cur, _, err := t.DNS.Current(ctx)
-	if err != nil {
-		return fmt.Errorf("reading the TLSA RRset: %w", err)
-	}
-	want := target(cur.Records)
-	last := &st.Versions[len(st.Versions)-1]
-	lastRecs := mustParse(last.Records)
-	if sameSet(lastRecs, want) && !last.Confirmed.IsZero() && sameSet(cur.Records, want) {
-		return nil // done before a crash
-	}
-	now := e.now()
-	if !sameSet(cur.Records, want) {
-		served, err := t.Deployer.Served(ctx)
-		if err != nil {
-			return fmt.Errorf("probing what %s serves: %w", st.Host, err)
-		}
-		candidate := append(append([]Version(nil), st.Versions...), Version{Records: recordTexts(want), TTL: st.TTL, Requested: now})
-		if err := CheckInvariant(fmt.Sprintf("publish %s", abbrev(recordTexts(want))), candidate, served, []string{st.Host}, now); err != nil {
-			return err
-		}
-	}
-	if !sameSet(lastRecs, want) || !last.Confirmed.IsZero() {
-		// Record the intent first: from now on resolvers may see it.
-		st.Versions = append(st.Versions, Version{Records: recordTexts(want), TTL: st.TTL, Requested: now})
-		if err := e.Store.Save(st); err != nil {
-			return err
-		}
-		last = &st.Versions[len(st.Versions)-1]
-	}
-	if !sameSet(cur.Records, want) {
-		e.fail("before-set")
-		if err := t.DNS.Set(ctx, RRSet{Records: want, TTL: st.TTL}); err != nil {
-			return fmt.Errorf("provider: %w", err)
-		}
-		e.fail("after-set")
-		st.History = append(st.History, Event{At: now, Step: step, What: "published", Detail: abbrev(recordTexts(want))})
-	}
-	if err := t.DNS.WaitServed(ctx, RRSet{Records: want, TTL: st.TTL}); err != nil {
-		return fmt.Errorf("propagation: %w", err)
-	}
-	done := e.now()
-	last.Confirmed = done
-	for i := range st.Versions[:len(st.Versions)-1] {
-		if st.Versions[i].Superseded.IsZero() {
-			st.Versions[i].Superseded = done
-		}
-	}
-	st.History = append(st.History, Event{At: done, Step: step, What: "confirmed", Detail: "every authoritative server serves " + abbrev(recordTexts(want))})
-	e.fail("after-confirm")
-	return nil
-}
-
-// verify (renew) checks the staged chain is covered by a published 2 x x.
-func (e *Engine) verify(ctx context.Context, st *State, t Target) error {
-	m, err := e.Store.GetMaterial(st.Host, stagedNew)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrNeedMaterial, err)
-	}
-	chain, err := parseChain(m)
-	if err != nil {
-		return err
-	}
-	cur, _, err := t.DNS.Current(ctx)
-	if err != nil {
-		return fmt.Errorf("reading the TLSA RRset: %w", err)
-	}
-	var tas []tlsa.Record
-	for _, r := range cur.Records {
-		if r.Usage == tlsa.DANETA {
-			tas = append(tas, r)
-		}
-	}
-	if !tlsa.Match(chain, tas, tlsa.MatchOptions{Names: []string{st.Host}, Now: e.now()}).Matched() {
-		return fmt.Errorf("the new certificate is not covered by a published 2 x x record (its CA differs, or the chain file lacks the CA certificate): use --plan ca-migration, or fix the chain file")
-	}
-	return nil
-}
-
-// deploy installs the staged certificate once every RRset a resolver may
-// hold matches both the old and the new chain.
-func (e *Engine) deploy(ctx context.Context, st *State, t Target) error {
-	m, err := e.Store.GetMaterial(st.Host, stagedNew)
-	if errors.Is(err, ErrNoMaterial) {
-		return fmt.Errorf("%w: provide it with `tlsactl rollover provide --host %s --cert FILE --key FILE`", ErrNeedMaterial, strings.TrimSuffix(st.Host, "."))
-	} else if err != nil {
-		return err
-	}
-	chain, err := parseChain(m)
-	if err != nil {
-		return err
-	}
-	// A provide that staged the material but died before saving the state
-	// leaves a certificate the state (NewEE, checks) knows nothing about.
-	if spki := spkiHex(chain[0]); spki != st.NewLeafSPKI {
-		return fmt.Errorf("%w: the staged certificate (SPKI %s…) is not the one this rollover recorded (an interrupted provide?): provide it again", ErrNeedMaterial, short(spki))
-	}
-	served, err := t.Deployer.Served(ctx)
-	if err != nil {
-		return fmt.Errorf("probing what %s serves: %w", st.Host, err)
-	}
-	if allServe(served, chain[0]) {
-		return nil // deployed before a crash
-	}
-	now := e.now()
-	chains := append(append([][]*x509.Certificate(nil), served...), chain)
-	if err := CheckInvariant("deploy the new certificate", st.Versions, chains, []string{st.Host}, now); err != nil {
-		return err
-	}
-	st.History = append(st.History, Event{At: now, Step: StepDeploy, What: "deploying", Detail: "new certificate SPKI " + short(st.NewLeafSPKI) + "…"})
-	if err := e.Store.Save(st); err != nil {
-		return err
-	}
-	e.fail("before-deploy")
-	if err := t.Deployer.Deploy(ctx, m); err != nil {
-		return err // the deployer's errors name the deploy and what was restored
-	}
-	e.fail("after-deploy")
-	// Probe: later steps retire the records the old chain needs.
-	if served, err = t.Deployer.Served(ctx); err != nil {
-		return fmt.Errorf("probing what %s serves after the deploy: %w", st.Host, err)
-	}
-	if !allServe(served, chain[0]) {
-		return fmt.Errorf("the deploy reported success, but not every address of %s serves the new certificate", st.Host)
-	}
-	st.History = append(st.History, Event{At: e.now(), Step: StepDeploy, What: "deployed", Detail: "every address serves the new certificate"})
-	return nil
-}
-
-func allServe(served [][]*x509.Certificate, leaf *x509.Certificate) bool {
-	if len(served) == 0 {
-		return false
-	}
-	for _, c := range served {
-		if len(c) == 0 || !c[0].Equal(leaf) {
-			return false
-		}
-	}
-	return true
-}
-
-// Abort stops a rollover safely. Before the new certificate is deployed it
-// takes back the records the rollover added (new CA's 2 1 1, next key's
-// 3 1 1), invariant-checked; after it, DNS is already in a safe state at every
-// step boundary and abort only stops the rollover.
-func (e *Engine) Abort(ctx context.Context, host string) (*State, error) {
-	st, unlock, err := e.loadLocked(ctx, host)
-	if err != nil {
-		return st, err
-	}
-	defer unlock()
-	host = st.Host
-	if st.Status != StatusActive {
-		return st, fmt.Errorf("the %s rollover of %s is already %s", st.Plan, host, st.Status)
-	}
-	t, err := e.Target(host)
+// observeState observes the rollover's own owner, notes drift in its
+// history and refreshes its copy of the ledger.
+func (e *Engine) observeState(ctx context.Context, st *State, t Target) (*seen, error) {
+	w, err := e.observe(ctx, t.DNS, st.NegTTL)
 	if err != nil {
 		return nil, err
 	}
-	now := e.now()
-	if st.Step <= stepIndex(st.Plan, StepDeploy) {
-		added := mustParse(nonEmpty(st.NewTA, st.Next))
-		served, err := t.Deployer.Served(ctx)
-		if err != nil {
-			return st, fmt.Errorf("probing what %s serves: %w", host, err)
+	for _, d := range w.drift {
+		if d.First {
+			continue
 		}
-		deployed := false // on any address: then the added records are needed
-		for _, c := range served {
-			deployed = deployed || (st.NewLeafSPKI != "" && len(c) > 0 && spkiHex(c[0]) == st.NewLeafSPKI)
-		}
-		if len(added) > 0 && !deployed {
-			if err := e.publish(ctx, st, t, "abort", func(cur []tlsa.Record) []tlsa.Record { return without(cur, added) }); err != nil {
-				st.History = append(st.History, Event{At: now, Step: st.CurrentStep(), What: "error", Detail: "abort: " + err.Error()})
-				_ = e.Store.Save(st)
-				return st, fmt.Errorf("abort: %w", err)
-			}
-		}
+		st.History = append(st.History, Event{At: w.at, Step: st.CurrentStep(), What: "observed", Detail: d.String()})
 	}
-	st.Status = StatusAborted
-	st.History = append(st.History, Event{At: e.now(), Step: st.CurrentStep(), What: "aborted", Detail: "DNS left in a state that matches what the server serves"})
-	return st, e.Store.Save(st)
+	st.Versions = w.ledger.Copy().Versions
+	return w, nil
 }
 
-func nonEmpty(ss ...string) []string {
-	var out []string
-	for _, s := range ss {
-		if s != "" {
-			out = append(out, s)
+// wrote records the intent to publish rs in the owner's ledger.
+func (e *Engine) wrote(ctx context.Context, st *State, owner string, rs RRSet, writer string, at time.Time) error {
+	l, err := e.Store.UpdateLedger(ctx, owner, func(l *Ledger) error {
+		l.Wrote(rs, writer, at)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("recording the change of %s: %w", owner, err)
+	}
+	st.Versions = l.Copy().Versions
+	return nil
+}
+
+// peerCheck checks a deploy of chain against every peer of the deploy
+// target: each peer's ledger, freshly observed, must match both what the
+// peer serves now and the new chain.
+func (e *Engine) peerCheck(ctx context.Context, st *State, t Target, chain []*x509.Certificate, now time.Time) error {
+	for _, p := range t.Peers {
+		w, err := e.observe(ctx, p.DNS, 0)
+		if err != nil {
+			return fmt.Errorf("peer %s on the same deploy target: %w", strings.TrimSuffix(p.Host, "."), err)
+		}
+		served, err := p.Deployer.Served(ctx)
+		if err != nil {
+			return fmt.Errorf("probing what %s (same deploy target) serves: %w", strings.TrimSuffix(p.Host, "."), err)
+		}
+		inv := Invariant{
+			Action:   fmt.Sprintf("deploy the new certificate to %s, which shares its files or addresses with %s", strings.TrimSuffix(st.Host, "."), strings.TrimSuffix(p.Host, ".")),
+			Versions: w.ledger.Versions, Chains: append(slices.Clone(served), chain), Names: []string{p.Host},
+			Now: now, Margin: time.Duration(st.Margin), UnknownUntil: w.ledger.UnknownBefore(time.Duration(st.Margin)),
+		}
+		if err := inv.Check(); err != nil {
+			return err
 		}
 	}
-	return out
+	return nil
+}
+
+// Record adds sightings of owner made at at to its ledger (commands that
+// only look, such as check, record what they saw so ages become known). It
+// returns the ledger and the versions it learnt that tlsactl did not write.
+func Record(ctx context.Context, store Store, owner string, sightings []Sighting, negTTL uint32, at time.Time) (*Ledger, []Drift, error) {
+	var drift []Drift
+	l, err := store.UpdateLedger(ctx, owner, func(l *Ledger) error {
+		drift = l.Record(sightings, negTTL, at)
+		return nil
+	})
+	return l, drift, err
+}
+
+// Observe reads host's TLSA RRset at every source and records it in the
+// owner's ledger, outside any rollover. It changes nothing in DNS.
+func (e *Engine) Observe(ctx context.Context, host string) (*Ledger, []Sighting, error) {
+	h, err := normHost(host)
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := e.Target(h)
+	if err != nil {
+		return nil, nil, err
+	}
+	w, err := e.observe(ctx, t.DNS, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	return w.ledger, w.sightings, nil
 }

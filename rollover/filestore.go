@@ -47,7 +47,7 @@ type FileStore struct {
 var _ Store = (*FileStore)(nil)
 
 // stateFormat is the newest State.Version this code reads.
-const stateFormat = 1
+const stateFormat = 2
 
 // NewFileStore returns a FileStore in dir, creating dir with mode 0700 if it
 // is missing. It refuses a directory that group or others may write to,

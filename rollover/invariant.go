@@ -10,15 +10,19 @@ import (
 )
 
 // MaybeCached returns the versions a resolver may hold at t: the initial
-// version and every requested one, until their successor was served by every
-// authoritative server and their TTL ran out after that.
-func MaybeCached(vs []Version, t time.Time) []Version {
+// version and every one published (or first seen) by t, until their
+// successor was served by every authoritative server and their TTL ran out
+// after that.
+func MaybeCached(vs []Version, t time.Time) []Version { return MaybeCachedMargin(vs, t, 0) }
+
+// MaybeCachedMargin is MaybeCached with margin added to every TTL.
+func MaybeCachedMargin(vs []Version, t time.Time, margin time.Duration) []Version {
 	var out []Version
 	for _, v := range vs {
-		if !v.Initial && (v.Requested.IsZero() || v.Requested.After(t)) {
+		if start := v.Since(); !v.Initial && (start.IsZero() || start.After(t)) {
 			continue
 		}
-		if !v.Superseded.IsZero() && !t.Before(v.Superseded.Add(time.Duration(v.TTL)*time.Second)) {
+		if !v.Superseded.IsZero() && !t.Before(v.CachedUntil(margin)) {
 			continue
 		}
 		out = append(out, v)
@@ -53,9 +57,30 @@ func (e *UnsafeError) Unwrap() error { return ErrUnsafe }
 // reference identifiers for DANE-TA name checks (the MX host). It returns nil
 // or an *UnsafeError.
 func CheckInvariant(action string, versions []Version, chains [][]*x509.Certificate, names []string, now time.Time) error {
-	e := &UnsafeError{Action: action}
+	return Invariant{Action: action, Versions: versions, Chains: chains, Names: names, Now: now}.Check()
+}
+
+// Invariant is one safety check (see CheckInvariant) with everything it
+// reads spelled out.
+type Invariant struct {
+	Action   string
+	Versions []Version // the owner's ledger
+	Chains   [][]*x509.Certificate
+	Names    []string
+	Now      time.Time
+	// Margin is added to every TTL, and so to SafeAt.
+	Margin time.Duration
+	// UnknownUntil, when after Now, is until when an RRset tlsactl never
+	// saw may be cached (Ledger.UnknownBefore): set for actions that change
+	// the served chain, which nothing unknown may be relied on to match.
+	UnknownUntil time.Time
+}
+
+// Check returns nil when the action is safe now, else an *UnsafeError.
+func (c Invariant) Check() error {
+	e := &UnsafeError{Action: c.Action}
 	waitHelps := true
-	for _, v := range MaybeCached(versions, now) {
+	for _, v := range MaybeCachedMargin(c.Versions, c.Now, c.Margin) {
 		if len(v.Records) == 0 {
 			continue
 		}
@@ -65,16 +90,22 @@ func CheckInvariant(action string, versions []Version, chains [][]*x509.Certific
 			waitHelps = false
 			continue
 		}
-		for _, c := range chains {
-			if tlsa.Match(c, recs, tlsa.MatchOptions{Names: names, Now: now}).Matched() {
+		for _, ch := range c.Chains {
+			if tlsa.Match(ch, recs, tlsa.MatchOptions{Names: c.Names, Now: c.Now}).Matched() {
 				continue
 			}
-			e.Problems = append(e.Problems, fmt.Sprintf("the RRset %s (%s) matches no record of the chain of %s", abbrev(v.Records), versionAge(v), leafName(c)))
+			e.Problems = append(e.Problems, fmt.Sprintf("the RRset %s (%s) matches no record of the chain of %s", abbrev(v.Records), versionAge(v, c.Margin), leafName(ch)))
 			if v.Superseded.IsZero() {
 				waitHelps = false
-			} else if end := v.Superseded.Add(time.Duration(v.TTL) * time.Second); end.After(e.SafeAt) {
+			} else if end := v.CachedUntil(c.Margin); end.After(e.SafeAt) {
 				e.SafeAt = end
 			}
+		}
+	}
+	if c.Now.Before(c.UnknownUntil) {
+		e.Problems = append(e.Problems, fmt.Sprintf("senders' resolvers may still hold an RRset tlsactl never saw, from before it first looked at the name, until %s (first seen + TTL + margin; a `tlsactl check` timer makes ages known)", c.UnknownUntil.UTC().Format(time.RFC3339)))
+		if c.UnknownUntil.After(e.SafeAt) {
+			e.SafeAt = c.UnknownUntil
 		}
 	}
 	if len(e.Problems) == 0 {
@@ -86,16 +117,16 @@ func CheckInvariant(action string, versions []Version, chains [][]*x509.Certific
 	return e
 }
 
-func versionAge(v Version) string {
-	switch {
-	case v.Initial && v.Superseded.IsZero():
-		return "published before the rollover, current"
-	case v.Initial:
-		return fmt.Sprintf("published before the rollover, may be cached until %s", v.Superseded.Add(time.Duration(v.TTL)*time.Second).UTC().Format(time.RFC3339))
-	case v.Superseded.IsZero():
-		return "current"
+func versionAge(v Version, margin time.Duration) string {
+	who := ""
+	if v.Writer == "" && v.Requested.IsZero() {
+		who = "not written by tlsactl, "
 	}
-	return fmt.Sprintf("may be cached until %s", v.Superseded.Add(time.Duration(v.TTL)*time.Second).UTC().Format(time.RFC3339))
+	switch {
+	case v.Superseded.IsZero():
+		return who + "current"
+	}
+	return fmt.Sprintf("%smay be cached until %s", who, v.CachedUntil(margin).UTC().Format(time.RFC3339))
 }
 
 func leafName(c []*x509.Certificate) string {

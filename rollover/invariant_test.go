@@ -97,7 +97,7 @@ func TestCheckInvariant(t *testing.T) {
 				super(t0.Add(-30*time.Second), 120, eeOld, ta1),
 				{Requested: t0.Add(-time.Minute), TTL: 60, Records: texts(eeOld, ta1, ta2)},
 			},
-			chains: [][]*x509.Certificate{mig}, safeAt: t0.Add(9 * time.Minute), problem: "published before the rollover, may be cached"},
+			chains: [][]*x509.Certificate{mig}, safeAt: t0.Add(9 * time.Minute), problem: "may be cached until"},
 		{name: "superseded and current both unmatched: SafeAt zero",
 			versions: []Version{super(t0.Add(-30*time.Second), 120, eeOld), {Requested: t0.Add(-time.Minute), TTL: 60, Records: texts(eeOld, ta1)}},
 			chains:   [][]*x509.Certificate{mig}, problem: "current"},

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"time"
 )
 
 // memStore is an in-memory Store for tests. It persists states as JSON, so
@@ -19,6 +20,7 @@ type memStore struct {
 	states   map[string][]byte
 	material map[string]Material
 	locked   map[string]bool
+	ledgers  map[string][]byte
 
 	// failSave makes the next n Save calls fail without writing.
 	failSave int
@@ -30,7 +32,7 @@ type memStore struct {
 var _ Store = (*memStore)(nil)
 
 func newMemStore() *memStore {
-	return &memStore{states: map[string][]byte{}, material: map[string]Material{}, locked: map[string]bool{}}
+	return &memStore{states: map[string][]byte{}, material: map[string]Material{}, locked: map[string]bool{}, ledgers: map[string][]byte{}}
 }
 
 func (m *memStore) Lock(ctx context.Context, host string) (func() error, error) {
@@ -105,21 +107,55 @@ func appendOnly(prev, next *State) []string {
 			}
 		}
 	}
-	if len(next.Versions) < len(prev.Versions) {
-		return append(out, fmt.Sprintf("versions shrank from %d to %d", len(prev.Versions), len(next.Versions)))
+	return append(out, AppendOnly(&Ledger{Owner: prev.Owner, Versions: prev.Versions}, &Ledger{Owner: next.Owner, Versions: next.Versions})...)
+}
+
+func (m *memStore) LoadLedger(owner string) (*Ledger, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.loadLedger(owner)
+}
+
+func (m *memStore) loadLedger(owner string) (*Ledger, error) {
+	b, ok := m.ledgers[owner]
+	if !ok {
+		return &Ledger{Format: ledgerFormat, Owner: owner}, nil
 	}
-	for i, v := range prev.Versions {
-		n := next.Versions[i]
-		switch {
-		case !slices.Equal(n.Records, v.Records), n.TTL != v.TTL, n.Initial != v.Initial, !n.Requested.Equal(v.Requested):
-			out = append(out, fmt.Sprintf("version %d rewritten: %+v -> %+v", i, v, n))
-		case !v.Confirmed.IsZero() && !n.Confirmed.Equal(v.Confirmed):
-			out = append(out, fmt.Sprintf("version %d confirmation moved: %s -> %s", i, v.Confirmed, n.Confirmed))
-		case !v.Superseded.IsZero() && !n.Superseded.Equal(v.Superseded):
-			out = append(out, fmt.Sprintf("version %d supersession moved: %s -> %s", i, v.Superseded, n.Superseded))
-		}
+	var l Ledger
+	return &l, json.Unmarshal(b, &l)
+}
+
+func (m *memStore) UpdateLedger(ctx context.Context, owner string, fn func(*Ledger) error) (*Ledger, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l, err := m.loadLedger(owner)
+	if err != nil {
+		return nil, err
 	}
-	return out
+	prev := l.Copy()
+	if err := fn(l); err != nil {
+		return nil, err
+	}
+	m.violations = append(m.violations, AppendOnly(prev, l)...)
+	b, err := json.Marshal(l)
+	if err != nil {
+		return nil, err
+	}
+	m.ledgers[owner] = b
+	return l, nil
+}
+
+// seed records that a check timer has watched owner hold rs since at (the
+// usual situation: ages are known).
+func (m *memStore) seed(owner string, rs RRSet, negTTL uint32, at time.Time) {
+	ttl := rs.TTL
+	if len(rs.Records) == 0 {
+		ttl = negTTL
+	}
+	_, _ = m.UpdateLedger(context.Background(), owner, func(l *Ledger) error {
+		l.Record([]Sighting{{Kind: SourceAuthoritative, Source: "auth seed", Records: rs.Records, TTL: ttl}}, negTTL, at)
+		return nil
+	})
 }
 
 func (m *memStore) List() ([]string, error) {

@@ -18,11 +18,48 @@ type PlannedStep struct {
 // each step and the earliest time each step can finish, assuming propagation
 // takes prop and the new certificate is at hand. current is the RRset now;
 // newTA, newEE and next are the records the plan introduces ("" when not
-// known yet). It is pure.
+// known yet). It runs the same step table as Advance (each step's RRset
+// function and wait), so the dry run cannot drift from what runs. It is
+// pure, and it cannot know what others will change meanwhile.
 func Preview(plan Plan, current []tlsa.Record, ttl, oldTTL uint32, newTA, newEE, next string, margin, prop time.Duration, now time.Time) []PlannedStep {
+	st := &State{Plan: plan, NewTA: valid(newTA), NewEE: valid(newEE), Next: valid(next)}
+	fillOld(st, current)
 	recs := dedup(current)
+	wait := time.Duration(max(ttl, oldTTL))*time.Second + margin
+	t := now
+	var out []PlannedStep
+	for _, k := range plan.Steps() {
+		def := stepTable[k]
+		if def.rrset != nil {
+			after := def.rrset(st, recs)
+			if !sameSet(after, recs) {
+				t = t.Add(prop)
+			}
+			recs = after
+		}
+		if def.waitsTTL {
+			t = t.Add(wait)
+		}
+		out = append(out, PlannedStep{Step: k, Records: recordTexts(recs), Earliest: t, Note: def.note})
+	}
+	return out
+}
+
+func valid(s string) string {
+	if s == "" {
+		return ""
+	}
+	if _, err := tlsa.ParseRecord(s); err != nil {
+		return ""
+	}
+	return s
+}
+
+// fillOld sets the records a plan retires from the RRset it starts with:
+// the 3 x x (but the next key's) and the 2 x x (but the new CA's).
+func fillOld(st *State, cur []tlsa.Record) {
 	var oldEE, oldTA []tlsa.Record
-	for _, r := range recs {
+	for _, r := range dedup(cur) {
 		switch r.Usage {
 		case tlsa.DANEEE:
 			oldEE = append(oldEE, r)
@@ -30,55 +67,6 @@ func Preview(plan Plan, current []tlsa.Record, ttl, oldTTL uint32, newTA, newEE,
 			oldTA = append(oldTA, r)
 		}
 	}
-	parse := func(s string) []tlsa.Record {
-		if s == "" {
-			return nil
-		}
-		r, err := tlsa.ParseRecord(s)
-		if err != nil {
-			return nil
-		}
-		return []tlsa.Record{r}
-	}
-	ta, ee, nx := parse(newTA), parse(newEE), parse(next)
-	oldTA = without(oldTA, ta)
-	oldEE = without(oldEE, nx)
-	wait := time.Duration(max(ttl, oldTTL))*time.Second + margin
-	t := now
-	var out []PlannedStep
-	add := func(k StepKind, note string) {
-		out = append(out, PlannedStep{Step: k, Records: recordTexts(recs), Earliest: t, Note: note})
-	}
-	for _, k := range plan.Steps() {
-		switch k {
-		case StepVerify:
-			add(k, "the new chain must be covered by a published 2 x x")
-		case StepPublishTA:
-			recs, t = with(recs, ta...), t.Add(prop)
-			add(k, "beside the old CA's 2 x x; confirmed at every authoritative server")
-		case StepPublishNext:
-			recs, t = with(recs, nx...), t.Add(prop)
-			add(k, "beside the current 3 x x")
-		case StepWaitTTL:
-			t = t.Add(wait)
-			add(k, "the previous RRset leaves every cache (TTL + margin)")
-		case StepDeploy:
-			add(k, "write files, reload, probe until served")
-		case StepReplaceEE:
-			if len(ee) > 0 {
-				recs = with(without(recs, oldEE), ee...)
-			}
-			t = t.Add(prop)
-			add(k, "")
-		case StepRetireTA:
-			recs, t = without(recs, oldTA), t.Add(prop)
-			add(k, "")
-		case StepRetireEE:
-			recs, t = without(recs, oldEE), t.Add(prop)
-			add(k, "")
-		case StepDone:
-			add(k, "")
-		}
-	}
-	return out
+	st.OldEE = recordTexts(without(oldEE, mustParse(nonEmpty(st.Next))))
+	st.OldTA = recordTexts(without(oldTA, mustParse(nonEmpty(st.NewTA))))
 }

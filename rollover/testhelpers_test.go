@@ -266,6 +266,33 @@ type fakeDNS struct {
 	sets, waits int
 }
 
+const testOwner = "_25._tcp." + testHost + "."
+
+func (d *fakeDNS) Owner() string { return testOwner }
+
+// Observe reports the provider's RRset and what every server serves now;
+// the provider read fails while failCurrent is set.
+func (d *fakeDNS) Observe(ctx context.Context) ([]Sighting, error) {
+	var out []Sighting
+	if d.failCurrent > 0 {
+		d.failCurrent--
+		out = append(out, Sighting{Kind: SourceProvider, Source: "provider", Err: errors.New("provider API: 503 service unavailable")})
+	} else {
+		c := d.provider()
+		out = append(out, Sighting{Kind: SourceProvider, Source: "provider", Records: slices.Clone(c.Records), TTL: c.TTL})
+	}
+	now := d.w.clock.Now()
+	for i := range d.delays {
+		rr := d.changes[d.servedIndex(i, now)].rr
+		ttl := rr.TTL
+		if len(rr.Records) == 0 {
+			ttl = d.negTTL
+		}
+		out = append(out, Sighting{Kind: SourceAuthoritative, Source: fmt.Sprintf("auth ns%d", i+1), Records: slices.Clone(rr.Records), TTL: ttl})
+	}
+	return out, nil
+}
+
 func (d *fakeDNS) Current(ctx context.Context) (RRSet, uint32, error) {
 	if d.failCurrent > 0 {
 		d.failCurrent--
@@ -424,7 +451,15 @@ func (f *fakeDeployer) Served(ctx context.Context) ([][]*x509.Certificate, error
 	return out, nil
 }
 
-func (f *fakeDeployer) Deploy(ctx context.Context, m Material) error {
+func (f *fakeDeployer) Snapshot(ctx context.Context) (Material, error) {
+	var b []byte
+	for _, c := range f.addrs[0] {
+		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return Material{ChainPEM: b}, nil
+}
+
+func (f *fakeDeployer) Deploy(ctx context.Context, m Material, restore Material) error {
 	if f.failDeploy > 0 {
 		f.failDeploy--
 		return errors.New("reload: postfix exited 1 (files restored)")
@@ -639,6 +674,13 @@ type crashDNS struct {
 
 func (d crashDNS) Current(ctx context.Context) (RRSet, uint32, error) { return d.inner.Current(ctx) }
 
+func (d crashDNS) Owner() string { return d.inner.Owner() }
+
+func (d crashDNS) Observe(ctx context.Context) ([]Sighting, error) {
+	d.c.hit("before DNS.Observe")
+	return d.inner.Observe(ctx)
+}
+
 func (d crashDNS) Set(ctx context.Context, want RRSet) error {
 	d.c.hit("before DNS.Set")
 	err := d.inner.Set(ctx, want)
@@ -662,9 +704,11 @@ func (d crashDeployer) Served(ctx context.Context) ([][]*x509.Certificate, error
 	return d.inner.Served(ctx)
 }
 
-func (d crashDeployer) Deploy(ctx context.Context, m Material) error {
+func (d crashDeployer) Snapshot(ctx context.Context) (Material, error) { return d.inner.Snapshot(ctx) }
+
+func (d crashDeployer) Deploy(ctx context.Context, m Material, restore Material) error {
 	d.c.hit("before Deploy")
-	err := d.inner.Deploy(ctx, m)
+	err := d.inner.Deploy(ctx, m, restore)
 	d.c.hit("after Deploy")
 	return err
 }
@@ -775,11 +819,29 @@ func (sc scenario) start(tb testing.TB, w *world, store Store, withMaterial bool
 	tb.Helper()
 	req := sc.startReq(getPKI(tb))
 	req.TTL, req.Margin = ttl, margin
+	if ms, ok := store.(*memStore); ok {
+		// A check timer has watched the name for two days: ages are known.
+		ms.seed(testOwner, w.dns.changes[0].rr, w.dns.negTTL, testBase.Add(-48*time.Hour))
+	}
 	if withMaterial || sc.plan == PlanRenew {
 		m := sc.newLeaf.mat
 		req.New = &m
 	}
 	st, err := w.engine(store, nil).Start(context.Background(), req)
+	if err != nil {
+		tb.Fatalf("start %s: %v", sc.name, err)
+	}
+	return st
+}
+
+// startWith starts sc's renew-style rollover (material at start) with e.
+func (sc scenario) startWith(tb testing.TB, w *world, store *memStore, e *Engine) *State {
+	tb.Helper()
+	req := sc.startReq(getPKI(tb))
+	m := sc.newLeaf.mat
+	req.New = &m
+	store.seed(testOwner, w.dns.changes[0].rr, w.dns.negTTL, testBase.Add(-48*time.Hour))
+	st, err := e.Start(context.Background(), req)
 	if err != nil {
 		tb.Fatalf("start %s: %v", sc.name, err)
 	}

@@ -17,6 +17,13 @@ const (
 	PlanRenew         Plan = "renew"
 	PlanCAMigration   Plan = "ca-migration"
 	PlanKeyPrepublish Plan = "key-prepublish"
+	// PlanDeploy installs a certificate that needs no DNS change (same
+	// key, or no TLSA at all): a plan with zero DNS steps is still a plan,
+	// with its lock, history, ledger and invariant check.
+	PlanDeploy Plan = "deploy"
+	// PlanPublish changes the RRset to State.Want and deploys nothing
+	// (tlsactl publish).
+	PlanPublish Plan = "publish"
 )
 
 // StepKind names one step of a plan.
@@ -32,6 +39,7 @@ const (
 	StepReplaceEE   StepKind = "replace-3-1-1"          // the new certificate's 3 1 1 replaces the old
 	StepRetireTA    StepKind = "retire-old-ca"          // remove the old CA's 2 x x
 	StepRetireEE    StepKind = "retire-old-key"         // remove the old key's 3 x x
+	StepSetRRset    StepKind = "set-rrset"              // publish: make the RRset State.Want
 	StepDone        StepKind = "done"
 )
 
@@ -44,6 +52,10 @@ func (p Plan) Steps() []StepKind {
 		return []StepKind{StepPublishTA, StepWaitTTL, StepDeploy, StepReplaceEE, StepRetireTA, StepDone}
 	case PlanKeyPrepublish:
 		return []StepKind{StepPublishNext, StepWaitTTL, StepDeploy, StepRetireEE, StepDone}
+	case PlanDeploy:
+		return []StepKind{StepDeploy, StepDone}
+	case PlanPublish:
+		return []StepKind{StepSetRRset, StepDone}
 	}
 	return nil
 }
@@ -61,21 +73,56 @@ const (
 	StatusAborted Status = "aborted" // stopped by abort; DNS left in a safe state
 )
 
-// Version is one TLSA RRset as published during (or found at the start of)
-// a rollover. A resolver may hold it from Requested (or from before the
-// rollover, for the initial version) until Superseded + TTL.
+// Version is one TLSA RRset that an owner name held: written by tlsactl or
+// observed at the provider, an authoritative server or a resolver. A
+// resolver may hold it from when it was first published (Requested, or
+// FirstSeen for a version tlsactl did not write) until its successor was
+// served by every authoritative server (Superseded) plus its TTL plus the
+// margin. Versions live in the owner's [Ledger]; State.Versions is a copy.
 type Version struct {
 	Records []string `json:"records"` // presentation RDATA, "3 1 1 <hex>"
-	TTL     uint32   `json:"ttl"`     // seconds; for an empty RRset the negative-caching TTL
-	Initial bool     `json:"initial,omitempty"`
-	// Requested is when the change was sent to the provider (zero for the
-	// initial version: it was there before).
+	// TTL is the largest TTL seen for it: published, or served by an
+	// authoritative server (a provider may raise it); for an empty RRset
+	// the negative-caching TTL.
+	TTL uint32 `json:"ttl"`
+	// Initial marks the first version of a ledger: what the name held when
+	// tlsactl first looked. Its own predecessor is unknown and counts as
+	// cached until FirstSeen + TTL + margin (see [UnknownBefore]).
+	Initial bool `json:"initial,omitempty"`
+	// Requested is when tlsactl sent it to the provider (zero for a version
+	// it only observed).
 	Requested time.Time `json:"requested,omitempty"`
-	// Confirmed is when every authoritative server served it.
+	// FirstSeen and LastSeen bound the observations of it. A version whose
+	// publication time is unknown counts as published when first seen.
+	FirstSeen time.Time `json:"first_seen,omitempty"`
+	LastSeen  time.Time `json:"last_seen,omitempty"`
+	// Confirmed is when every authoritative server first served it.
 	Confirmed time.Time `json:"confirmed,omitempty"`
-	// Superseded is when every authoritative server served the next
-	// version. Zero while this is the current version.
+	// Superseded is when every authoritative server served another
+	// version. Zero while this is (or may become) the current version.
 	Superseded time.Time `json:"superseded,omitempty"`
+	// Writer is who wrote it: "tlsactl <what>", or "" when tlsactl only
+	// observed it (someone else, or before tlsactl).
+	Writer string `json:"writer,omitempty"`
+	// Seen lists the sources it was observed at ("provider",
+	// "auth ns1.example.nl 192.0.2.1:53", "resolver 127.0.0.1:53").
+	Seen []string `json:"seen,omitempty"`
+}
+
+// Since is when a resolver may first have held v.
+func (v Version) Since() time.Time {
+	if !v.Requested.IsZero() && (v.FirstSeen.IsZero() || v.Requested.Before(v.FirstSeen)) {
+		return v.Requested
+	}
+	return v.FirstSeen
+}
+
+// CachedUntil is when v has left every cache (zero while it is current).
+func (v Version) CachedUntil(margin time.Duration) time.Time {
+	if v.Superseded.IsZero() {
+		return time.Time{}
+	}
+	return v.Superseded.Add(time.Duration(v.TTL)*time.Second + margin)
 }
 
 // Event is one line of a rollover's append-only history.
@@ -89,7 +136,7 @@ type Event struct {
 // State is everything persisted about one host's rollover. It is written
 // atomically after every change, so a crash at any point resumes correctly.
 type State struct {
-	Version int    `json:"version"` // format version, 1
+	Version int    `json:"version"` // format version, 2
 	Host    string `json:"host"`    // FQDN
 	Port    int    `json:"port"`
 	Owner   string `json:"owner"` // _<port>._tcp.<host>.
@@ -109,6 +156,21 @@ type State struct {
 	NewTA string   `json:"new_ta,omitempty"`  // the new CA's 2 1 1 (ca-migration)
 	Next  string   `json:"next_ee,omitempty"` // the next key's 3 1 1 (key-prepublish)
 	NewEE string   `json:"new_ee,omitempty"`  // the new certificate's 3 1 1, once material is staged
+	// Added are the records this rollover added that the RRset did not
+	// hold when it started: abort takes back these and nothing else.
+	Added []string `json:"added,omitempty"`
+	// Want is the RRset a publish plan sets.
+	Want []string `json:"want,omitempty"`
+	// StepBacks counts how often a step found a record the plan published
+	// gone (removed by someone else) and went back to publish it again.
+	StepBacks int `json:"step_backs,omitempty"`
+	// Force (publish only): the new RRset is not checked against the
+	// served chain.
+	Force bool `json:"force,omitempty"`
+	// Peers are the other hosts on the same deploy target (shared key and
+	// chain files or addresses): every deploy is checked against their
+	// ledgers too.
+	Peers []string `json:"peers,omitempty"`
 
 	// Fingerprints (SHA-256 of SPKI, hex) of the material involved.
 	OldLeafSPKI string `json:"old_leaf_spki,omitempty"`
@@ -116,6 +178,8 @@ type State struct {
 	NewCASPKI   string `json:"new_ca_spki,omitempty"`
 	NextKeySPKI string `json:"next_key_spki,omitempty"`
 
+	// Versions is a copy of the owner's ledger when the state was saved,
+	// for status and history; the invariant reads the ledger itself.
 	Versions  []Version `json:"versions"`
 	History   []Event   `json:"history"`
 	LastError string    `json:"last_error,omitempty"`
@@ -167,38 +231,73 @@ type SystemClock struct{}
 // Now returns time.Now().
 func (SystemClock) Now() time.Time { return time.Now() }
 
-// DNS is how the engine sees and changes one host's TLSA RRset.
+// DNS is how the engine sees and changes one TLSA RRset: the one senders
+// query for a host, after CNAMEs (RFC 7672 §2.2.3, RFC 7671 §7).
 type DNS interface {
+	// Owner is the TLSA owner name this DNS reads and writes: the name
+	// senders query after following CNAMEs (FQDN, lower case).
+	Owner() string
 	// Current returns the RRset the provider holds now, and the negative
 	// TTL (SOA minimum) of the zone for when it is empty.
 	Current(ctx context.Context) (RRSet, uint32, error)
 	// Set replaces the RRset in one provider call (an empty set deletes it).
 	Set(ctx context.Context, want RRSet) error
 	// WaitServed returns once every authoritative server serves exactly
-	// want, or with an error saying which lag (bounded by ctx).
+	// want's records (with a valid RRSIG when the zone is signed), whatever
+	// TTL they serve, or with an error saying which lag (bounded by ctx).
 	WaitServed(ctx context.Context, want RRSet) error
+	// Observe reads the RRset once at every source it can: the provider,
+	// every address of every authoritative server and the validating
+	// resolver. A source that fails is reported in its Sighting, not as an
+	// error; the error is for when nothing could be read.
+	Observe(ctx context.Context) ([]Sighting, error)
 }
 
-// CacheViewer is optionally implemented by a DNS: it returns the TLSA RRset a
-// validating resolver holds now (with its remaining TTL). Start uses it to
-// notice a change made shortly before the rollover (e.g. by hand) whose
-// predecessor may still be cached elsewhere.
-type CacheViewer interface {
-	Cached(ctx context.Context) (RRSet, error)
+// SourceKind says what kind of source a Sighting comes from.
+type SourceKind string
+
+// Source kinds.
+const (
+	SourceProvider      SourceKind = "provider"      // the DNS provider's API
+	SourceAuthoritative SourceKind = "authoritative" // one address of an authoritative server
+	SourceResolver      SourceKind = "resolver"      // a validating resolver's (possibly cached) answer
+)
+
+// Sighting is what one source held for the owner name at one moment.
+type Sighting struct {
+	Kind   SourceKind `json:"kind"`
+	Source string     `json:"source"` // "provider", "auth ns1.example.nl 192.0.2.1:53", "resolver 127.0.0.1:53"
+	// Records is the TLSA RRset; empty for NODATA/NXDOMAIN.
+	Records []tlsa.Record `json:"-"`
+	// TTL as served: the RRset's TTL, the negative TTL for an empty
+	// answer; for a resolver the remaining TTL of its cached copy.
+	TTL uint32 `json:"ttl"`
+	// CNAME is set when the owner is an alias at this source: then
+	// Records says nothing about the owner's TLSA.
+	CNAME string `json:"cname,omitempty"`
+	// Err is why this source could not be read (Records and TTL unset).
+	Err error `json:"-"`
 }
 
 // Deployer is how the engine sees and changes what one mail host serves.
 type Deployer interface {
 	// Served returns the chain served at each address of the host now.
 	Served(ctx context.Context) ([][]*x509.Certificate, error)
+	// Snapshot reads the key and chain files as they are now, so that a
+	// deploy resumed after a crash can restore what was there before the
+	// rollover (the engine keeps the first snapshot in the store).
+	Snapshot(ctx context.Context) (Material, error)
 	// Deploy installs m (files written atomically, reload command run) and
-	// returns once every address serves m's chain. On failure it restores
-	// the previous files and returns an error; nothing is left half done.
-	Deploy(ctx context.Context, m Material) error
+	// returns once every address serves m's chain. On failure it writes
+	// restore back (when it holds a chain; else the files as they were
+	// before this call), reloads, and returns an error; nothing is left
+	// half done.
+	Deploy(ctx context.Context, m Material, restore Material) error
 }
 
-// Store persists rollover state and staged material per host. Implementations
-// write atomically (temp file + rename) with mode 0600.
+// Store persists rollover state, staged material and the ledgers of TLSA
+// owner names. Implementations write atomically (temp file + rename) with
+// mode 0600.
 type Store interface {
 	// Lock takes the per-host lock; the returned function releases it.
 	// It fails with ErrLocked while another process holds it (stale locks
@@ -214,6 +313,14 @@ type Store interface {
 	// it back or returns ErrNoMaterial.
 	PutMaterial(host, name string, m Material) error
 	GetMaterial(host, name string) (Material, error)
+	// LoadLedger returns the ledger of a TLSA owner name (an empty one
+	// when none was written yet).
+	LoadLedger(owner string) (*Ledger, error)
+	// UpdateLedger loads the owner's ledger, lets fn change it and writes
+	// it back atomically, holding the owner's ledger lock throughout, so
+	// two processes recording at once never lose an observation. When fn
+	// fails nothing is written.
+	UpdateLedger(ctx context.Context, owner string, fn func(*Ledger) error) (*Ledger, error)
 }
 
 // Sentinel errors callers branch on.

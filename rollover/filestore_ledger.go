@@ -1,0 +1,116 @@
+package rollover
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ledgerDir is the subdirectory of a FileStore holding ledgers, one file per
+// TLSA owner name: <dir>/_ledger/<owner>.json and its lock <owner>.lock. The
+// leading underscore keeps it apart from every MX host's material directory.
+const ledgerDir = "_ledger"
+
+func (store *FileStore) ledgerPaths(owner string) (dir, name string, err error) {
+	o, err := normalizeHost(owner)
+	if err != nil {
+		return "", "", fmt.Errorf("rollover: ledger: %w", err)
+	}
+	return filepath.Join(store.dir, ledgerDir), o, nil
+}
+
+// LoadLedger returns the owner's ledger, or an empty one. A ledger that does
+// not parse is an error naming the file, never an empty ledger: forgetting
+// versions would forget what caches may hold.
+func (store *FileStore) LoadLedger(owner string) (*Ledger, error) {
+	dir, o, err := store.ledgerPaths(owner)
+	if err != nil {
+		return nil, err
+	}
+	return readLedger(filepath.Join(dir, o+".json"), o)
+}
+
+func readLedger(path, owner string) (*Ledger, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return &Ledger{Format: ledgerFormat, Owner: owner + "."}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("rollover: ledger: %w", err)
+	}
+	var l Ledger
+	if err := json.Unmarshal(b, &l); err != nil {
+		return nil, fmt.Errorf("rollover: ledger file %s is corrupt (%v); it was not changed: repair it by hand (removing it forgets what caches may hold)", path, err)
+	}
+	if l.Format > ledgerFormat {
+		return nil, fmt.Errorf("rollover: ledger file %s has format %d; this tlsactl reads up to %d", path, l.Format, ledgerFormat)
+	}
+	if got := strings.TrimSuffix(strings.ToLower(l.Owner), "."); got != owner {
+		return nil, fmt.Errorf("rollover: ledger file %s is for %q, not %q", path, l.Owner, owner)
+	}
+	return &l, nil
+}
+
+// UpdateLedger changes the owner's ledger under its lock (flock on
+// <owner>.lock, waited for until ctx ends) and writes it atomically, 0600.
+// A change that is not append-only is refused.
+func (store *FileStore) UpdateLedger(ctx context.Context, owner string, fn func(*Ledger) error) (*Ledger, error) {
+	dir, o, err := store.ledgerPaths(owner)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("rollover: ledger: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, o+".lock"), os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("rollover: ledger lock: %w", err)
+	}
+	defer f.Close()
+	var t *time.Ticker
+	for {
+		err := flock(f, syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("rollover: ledger lock: %w", err)
+		}
+		if t == nil {
+			t = time.NewTicker(store.poll)
+			defer t.Stop()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: the ledger of %s: %v", ErrLocked, o, ctx.Err())
+		case <-t.C:
+		}
+	}
+	defer flock(f, syscall.LOCK_UN)
+	l, err := readLedger(filepath.Join(dir, o+".json"), o)
+	if err != nil {
+		return nil, err
+	}
+	prev := l.Copy()
+	if err := fn(l); err != nil {
+		return nil, err
+	}
+	if bad := AppendOnly(prev, l); len(bad) > 0 {
+		return nil, fmt.Errorf("rollover: ledger of %s: refused a change that is not append-only: %s", o, strings.Join(bad, "; "))
+	}
+	l.Format, l.Owner = ledgerFormat, o+"."
+	b, err := json.MarshalIndent(l, "", "\t")
+	if err != nil {
+		return nil, err
+	}
+	if err := writeAtomic(dir, o+".json", append(b, '\n')); err != nil {
+		return nil, fmt.Errorf("rollover: ledger of %s: %w", o, err)
+	}
+	return l, nil
+}
