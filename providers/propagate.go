@@ -41,6 +41,11 @@ type PropagationOptions struct {
 	// TCP sends every query over TCP. Otherwise queries go over UDP and are
 	// retried over TCP when the answer is truncated or UDP fails.
 	TCP bool
+	// ExactTTL makes a positive want.TTL part of what must be served. By
+	// default any TTL is accepted: hosted providers raise TTLs below their
+	// minimum (deSEC: 3600), and waiting for the requested one would never
+	// end. The TTL actually served is reported in AddrState.TTL either way.
+	ExactTTL bool
 	// Zone whose SOA serial is reported per address. Empty: the SOA that
 	// the server returns for "<owner> SOA" (in the answer at an apex, else
 	// in the authority section), i.e. the zone the server holds the owner in.
@@ -79,8 +84,10 @@ func (p Propagation) Lagging() []AddrState {
 type AddrState struct {
 	Server string         // NS name (AuthServer.Name)
 	Addr   netip.AddrPort // where it was asked
-	// Converged: the address served exactly the expected RRset (and TTL);
-	// At is when that was first seen.
+	// Converged: the address served exactly the expected records (and TTL
+	// with PropagationOptions.ExactTTL), validly signed when the zone is
+	// signed. At is when the address was last asked: for a converged
+	// address, the poll that first found it converged.
 	Converged bool
 	At        time.Time
 	Polls     int // queries of the TLSA RRset sent to this address
@@ -89,12 +96,26 @@ type AddrState struct {
 	Rcode   int           // dns.RcodeSuccess or dns.RcodeNameError for a usable answer
 	Records []tlsa.Record // TLSA RDATA at the owner, in the server's order
 	TTL     time.Duration // TTL of the TLSA RRset (0 when there is none)
-	CNAME   string        // target, when the owner is a CNAME at this server
+	// NegTTL is the negative-caching TTL of a NODATA or NXDOMAIN answer:
+	// min(SOA TTL, SOA MINIMUM) of the SOA in its authority section
+	// (RFC 2308 §5); 0 when there are records or no SOA.
+	NegTTL time.Duration
+	CNAME  string // target, when the owner is a CNAME at this server
 	// Serial is the zone's SOA serial at this address, queried right after
 	// the TLSA RRset (so the data seen is at most that new); SerialOK
-	// tells whether it could be read.
+	// tells whether it could be read. Zone is the owner of that SOA.
 	Serial   uint32
 	SerialOK bool
+	Zone     string
+
+	// DNSSEC, checked for a non-empty TLSA RRset (RFC 4035 §5.3): Signed
+	// reports that the server returned a DNSKEY RRset at the zone's apex
+	// (asked with the DO bit); SigErr is why the RRSIG over the TLSA RRset
+	// is not acceptable: it wraps ErrRRSIGMissing, ErrRRSIGExpired or
+	// ErrRRSIGInvalid, or says why the check could not be made. An
+	// address with a SigErr has not converged.
+	Signed bool
+	SigErr error
 
 	// Err is why the last poll got no usable answer: no response, an rcode
 	// other than NOERROR/NXDOMAIN, or an answer without the AA bit.
@@ -119,14 +140,21 @@ func (a AddrState) Describe(want RRSet) string {
 		what = "serves no TLSA record (" + rcodeName(a.Rcode, true) + ")"
 	default:
 		if sameRecords(a.Records, want.Records) && len(want.Records) > 0 {
+			if a.SigErr != nil {
+				return fmt.Sprintf("serves the expected records%s, but %v", serial, a.SigErr)
+			}
 			return fmt.Sprintf("serves the expected records with TTL %s%s, want TTL %s", a.TTL, serial, want.TTL)
 		}
 		what = fmt.Sprintf("serves %s (%s)", plural(len(a.Records), "record"), abbrevRecords(a.Records))
 	}
-	if len(want.Records) == 0 {
-		return what + serial + ", want none"
+	sig := ""
+	if a.SigErr != nil {
+		sig = "; " + a.SigErr.Error()
 	}
-	return fmt.Sprintf("%s%s, want %s (%s)", what, serial, plural(len(want.Records), "record"), abbrevRecords(want.Records))
+	if len(want.Records) == 0 {
+		return what + serial + ", want none" + sig
+	}
+	return fmt.Sprintf("%s%s, want %s (%s)%s", what, serial, plural(len(want.Records), "record"), abbrevRecords(want.Records), sig)
 }
 
 func plural(n int, word string) string {
@@ -196,11 +224,14 @@ func (e *PropagationError) Unwrap() []error {
 }
 
 // WaitPropagated polls every address of every server directly (queries
-// without recursion, which must come back authoritative) until each one
-// serves exactly the TLSA RRset want: the same records, compared as bytes
-// regardless of order, and the TTL want.TTL when it is positive. An empty
-// want.Records means "no TLSA at want.Owner": NXDOMAIN or NODATA. An address
-// that has converged is not asked again.
+// without recursion, with the DO bit, which must come back authoritative)
+// until each one serves exactly the TLSA RRset want: the same records,
+// compared as bytes regardless of order, whatever their TTL (unless
+// opts.ExactTTL). In a DNSSEC-signed zone (the server returns a DNSKEY
+// RRset at the apex) a non-empty RRset counts only with an RRSIG over it
+// that is valid now and verifies with one of the zone's DNSKEYs as served
+// by the same address. An empty want.Records means "no TLSA at want.Owner":
+// NXDOMAIN or NODATA. An address that has converged is not asked again.
 //
 // It returns the state per address (observed TTL, SOA serial, when it
 // converged). When opts.Timeout passes or ctx ends first, it returns the
@@ -228,7 +259,7 @@ func WaitPropagated(ctx context.Context, servers []AuthServer, want RRSet, opts 
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	q := &prober{want: want, zone: opts.Zone, tcp: opts.TCP, timeout: qtimeout}
+	q := &prober{owner: want.Owner, zone: opts.Zone, tcp: opts.TCP, timeout: qtimeout}
 
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -243,7 +274,7 @@ func WaitPropagated(ctx context.Context, servers []AuthServer, want RRSet, opts 
 			if p.Addrs[i].Converged {
 				continue
 			}
-			wg.Go(func() { q.poll(ctx, &p.Addrs[i]) })
+			wg.Go(func() { q.poll(ctx, &p.Addrs[i], want, opts.ExactTTL) })
 		}
 		wg.Wait()
 		if len(p.Lagging()) == 0 {
@@ -263,10 +294,49 @@ func WaitPropagated(ctx context.Context, servers []AuthServer, want RRSet, opts 
 	}
 }
 
-// prober asks one address for the TLSA RRset and the SOA serial.
+// ObserveTLSA asks every address of every server once, concurrently and
+// with the same queries as WaitPropagated, what it serves at owner: the
+// TLSA records and their TTL, the negative TTL of an empty answer, a CNAME,
+// the SOA serial and the DNSSEC check (AddrState.Signed, SigErr). Only
+// opts.Zone, TCP and QueryTimeout apply; ctx bounds the whole call. An
+// address that cannot be asked has Err set; a server without addresses
+// is reported as one AddrState with Err set. Converged is always false.
+// The error is for bad input only (no owner, no servers; wraps ErrConfig).
+func ObserveTLSA(ctx context.Context, servers []AuthServer, owner string, opts PropagationOptions) ([]AddrState, error) {
+	owner = dns.Fqdn(strings.ToLower(owner))
+	if owner == "." {
+		return nil, fmt.Errorf("%w: no TLSA owner name given", ErrConfig)
+	}
+	var out []AddrState
+	for _, s := range servers {
+		if len(s.Addrs) == 0 {
+			out = append(out, AddrState{Server: s.Name, Err: errors.New("no address")})
+		}
+		for _, a := range s.Addrs {
+			out = append(out, AddrState{Server: s.Name, Addr: a})
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: no authoritative servers to ask", ErrConfig)
+	}
+	q := &prober{owner: owner, zone: opts.Zone, tcp: opts.TCP,
+		timeout: cmp.Or(opts.QueryTimeout, DefaultPropagationQueryTimeout)}
+	var wg sync.WaitGroup
+	for i := range out {
+		if out[i].Err != nil {
+			continue
+		}
+		wg.Go(func() { out[i] = q.observe(ctx, out[i]) })
+	}
+	wg.Wait()
+	return out, nil
+}
+
+// prober asks one address for the TLSA RRset, the SOA serial and, when
+// there are records, the zone's DNSKEYs to check their RRSIG.
 type prober struct {
-	want    RRSet
-	zone    string
+	owner   string // FQDN, lower case
+	zone    string // PropagationOptions.Zone
 	tcp     bool
 	timeout time.Duration
 }
@@ -274,65 +344,180 @@ type prober struct {
 // poll queries st.Addr and updates st. A query cut short by the end of the
 // whole wait does not replace an earlier observation, so that the final
 // error reports what the server really served.
-func (q *prober) poll(ctx context.Context, st *AddrState) {
-	resp, err := q.exchange(ctx, st.Addr, q.want.Owner, dns.TypeTLSA)
+func (q *prober) poll(ctx context.Context, st *AddrState, want RRSet, exactTTL bool) {
 	prev := *st
-	obs := AddrState{Server: st.Server, Addr: st.Addr, Polls: st.Polls + 1}
-	defer func() {
-		if !obs.Converged && prev.Polls > 0 && ctx.Err() != nil {
-			prev.Polls = obs.Polls
-			obs = prev // cut short: keep what the server served before
-		}
-		*st = obs
-	}()
+	obs := q.observe(ctx, *st)
+	if matches(obs, want, exactTTL) {
+		obs.Converged = true
+	}
+	if !obs.Converged && prev.Polls > 0 && ctx.Err() != nil {
+		prev.Polls = obs.Polls
+		obs = prev // cut short: keep what the server served before
+	}
+	*st = obs
+}
+
+// observe asks st.Addr once and returns what it served (Converged unset).
+func (q *prober) observe(ctx context.Context, st AddrState) AddrState {
+	obs := AddrState{Server: st.Server, Addr: st.Addr, Polls: st.Polls + 1, At: time.Now()}
+	resp, err := q.exchange(ctx, st.Addr, q.owner, dns.TypeTLSA)
 	if err != nil {
 		obs.Err = err
-		return
+		return obs
 	}
 	if err := usable(resp); err != nil {
 		obs.Err = err
-		return
+		return obs
 	}
 	obs.Rcode = resp.Rcode
+	var rrset []dns.RR
+	var sigs []*dns.RRSIG
 	for _, rr := range resp.Answer {
 		h := rr.Header()
-		if !strings.EqualFold(h.Name, q.want.Owner) {
+		if !strings.EqualFold(h.Name, q.owner) {
 			continue
 		}
 		switch v := rr.(type) {
 		case *dns.CNAME:
-			obs.CNAME = strings.ToLower(v.Target)
+			obs.CNAME = strings.ToLower(dns.Fqdn(v.Target))
 		case *dns.TLSA:
 			rec, err := recordFromRR(v)
 			if err != nil {
 				obs.Err = err
-				return
+				return obs
 			}
 			obs.Records = append(obs.Records, rec)
+			rrset = append(rrset, v)
 			ttl := time.Duration(h.Ttl) * time.Second
 			if obs.TTL == 0 || ttl < obs.TTL {
 				obs.TTL = ttl
 			}
+		case *dns.RRSIG:
+			if v.TypeCovered == dns.TypeTLSA {
+				sigs = append(sigs, v)
+			}
 		}
 	}
-	obs.Serial, obs.SerialOK = q.serial(ctx, st.Addr)
-	if matches(obs, q.want) {
-		obs.Converged, obs.At = true, time.Now()
+	if len(obs.Records) == 0 && obs.CNAME == "" {
+		obs.NegTTL = time.Duration(negativeTTL(resp)) * time.Second
 	}
+	obs.Zone, obs.Serial, obs.SerialOK = q.serial(ctx, st.Addr)
+	if len(rrset) > 0 {
+		obs.Signed, obs.SigErr = q.checkSigned(ctx, st.Addr, obs.Zone, rrset, sigs)
+	}
+	return obs
+}
+
+// checkSigned learns whether zone is signed at addr (a DNSKEY RRset at its
+// apex) and, if so, checks the RRSIGs over rrset against those keys.
+func (q *prober) checkSigned(ctx context.Context, addr netip.AddrPort, zone string, rrset []dns.RR, sigs []*dns.RRSIG) (bool, error) {
+	if zone == "" {
+		// Without the SOA the apex is unknown; a signature names its zone.
+		for _, s := range sigs {
+			if dns.IsSubDomain(s.SignerName, q.owner) {
+				zone = strings.ToLower(dns.Fqdn(s.SignerName))
+				break
+			}
+		}
+	}
+	if zone == "" {
+		return false, errors.New("cannot check DNSSEC: the zone's SOA could not be read")
+	}
+	resp, err := q.exchange(ctx, addr, zone, dns.TypeDNSKEY)
+	if err == nil {
+		err = usable(resp)
+	}
+	if err != nil {
+		return false, fmt.Errorf("cannot check DNSSEC: DNSKEY of %s: %w", zone, err)
+	}
+	var keys []*dns.DNSKEY
+	for _, rr := range resp.Answer {
+		if k, ok := rr.(*dns.DNSKEY); ok && strings.EqualFold(k.Hdr.Name, zone) {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		if len(sigs) > 0 {
+			// Signatures without keys: half a signed zone, which
+			// validating resolvers that hold a DS reject.
+			return false, fmt.Errorf("%w: the TLSA RRset has an RRSIG but %s serves no DNSKEY", ErrRRSIGInvalid, zone)
+		}
+		return false, nil // an unsigned zone
+	}
+	return true, verifyRRSIG(rrset, sigs, keys, zone, time.Now())
+}
+
+// Errors of the DNSSEC check of a served TLSA RRset (AddrState.SigErr).
+var (
+	ErrRRSIGMissing = errors.New("RRSIG missing")
+	ErrRRSIGExpired = errors.New("RRSIG expired")
+	ErrRRSIGInvalid = errors.New("RRSIG invalid")
+)
+
+// verifyRRSIG returns nil when one of sigs is valid at now (inception <= now
+// <= expiration) and verifies rrset with one of keys (RFC 4035 §5.3). Else
+// it says why, preferring "invalid" (a signature in its validity period that
+// does not verify) over "expired".
+func verifyRRSIG(rrset []dns.RR, sigs []*dns.RRSIG, keys []*dns.DNSKEY, zone string, now time.Time) error {
+	if len(sigs) == 0 {
+		return fmt.Errorf("%w: zone %s is signed (it serves DNSKEY) but no RRSIG covers the TLSA RRset", ErrRRSIGMissing, zone)
+	}
+	var expired, invalid []string
+	for _, sig := range sigs {
+		if !sig.ValidityPeriod(now) {
+			if now.Unix() < int64(sig.Inception) {
+				expired = append(expired, fmt.Sprintf("key tag %d not valid before %s", sig.KeyTag, sigTime(sig.Inception)))
+			} else {
+				expired = append(expired, fmt.Sprintf("key tag %d expired at %s", sig.KeyTag, sigTime(sig.Expiration)))
+			}
+			continue
+		}
+		why := fmt.Sprintf("key tag %d: no DNSKEY of %s with that tag and algorithm %d", sig.KeyTag, zone, sig.Algorithm)
+		for _, k := range keys {
+			if k.KeyTag() != sig.KeyTag || k.Algorithm != sig.Algorithm {
+				continue
+			}
+			err := sig.Verify(k, rrset)
+			if err == nil {
+				return nil
+			}
+			why = fmt.Sprintf("key tag %d: %v", sig.KeyTag, err)
+		}
+		invalid = append(invalid, why)
+	}
+	if len(invalid) > 0 {
+		return fmt.Errorf("%w: %s", ErrRRSIGInvalid, strings.Join(invalid, "; "))
+	}
+	return fmt.Errorf("%w: now is %s, %s", ErrRRSIGExpired, now.UTC().Format(time.RFC3339), strings.Join(expired, "; "))
+}
+
+func sigTime(t uint32) string {
+	return time.Unix(int64(t), 0).UTC().Format(time.RFC3339)
+}
+
+// negativeTTL is min(SOA TTL, SOA MINIMUM) of the SOA in the authority
+// section (RFC 2308 §5), 0 without one.
+func negativeTTL(resp *dns.Msg) uint32 {
+	for _, rr := range resp.Ns {
+		if soa, ok := rr.(*dns.SOA); ok {
+			return min(soa.Hdr.Ttl, soa.Minttl)
+		}
+	}
+	return 0
 }
 
 // matches reports whether an observation is exactly the wanted RRset.
-func matches(obs AddrState, want RRSet) bool {
+func matches(obs AddrState, want RRSet, exactTTL bool) bool {
 	if obs.Err != nil || obs.CNAME != "" {
 		return false
 	}
 	if len(want.Records) == 0 {
 		return len(obs.Records) == 0
 	}
-	if !sameRecords(obs.Records, want.Records) {
+	if !sameRecords(obs.Records, want.Records) || obs.SigErr != nil {
 		return false
 	}
-	return want.TTL <= 0 || obs.TTL/time.Second == want.TTL/time.Second
+	return !exactTTL || want.TTL <= 0 || obs.TTL/time.Second == want.TTL/time.Second
 }
 
 // sameRecords reports whether a and b hold the same records, compared as
@@ -371,25 +556,25 @@ func usable(resp *dns.Msg) error {
 	return nil
 }
 
-// serial returns the SOA serial at addr: of q.zone, or of the zone that
-// holds the owner (answer or authority section of "<owner> SOA").
-func (q *prober) serial(ctx context.Context, addr netip.AddrPort) (uint32, bool) {
-	name := q.want.Owner
+// serial returns the zone and its SOA serial at addr: q.zone, or the zone
+// that holds the owner (answer or authority section of "<owner> SOA").
+func (q *prober) serial(ctx context.Context, addr netip.AddrPort) (string, uint32, bool) {
+	name := q.owner
 	if q.zone != "" {
-		name = dns.Fqdn(q.zone)
+		name = dns.CanonicalName(q.zone)
 	}
 	resp, err := q.exchange(ctx, addr, name, dns.TypeSOA)
 	if err != nil || usable(resp) != nil {
-		return 0, false
+		return "", 0, false
 	}
 	for _, sec := range [][]dns.RR{resp.Answer, resp.Ns} {
 		for _, rr := range sec {
 			if soa, ok := rr.(*dns.SOA); ok && dns.IsSubDomain(soa.Hdr.Name, name) {
-				return soa.Serial, true
+				return dns.CanonicalName(soa.Hdr.Name), soa.Serial, true
 			}
 		}
 	}
-	return 0, false
+	return "", 0, false
 }
 
 // exchange sends a non-recursive query to addr: over UDP with a TCP retry
@@ -398,7 +583,7 @@ func (q *prober) exchange(ctx context.Context, addr netip.AddrPort, name string,
 	m := new(dns.Msg)
 	m.SetQuestion(name, qtype)
 	m.RecursionDesired = false
-	m.SetEdns0(1232, false)
+	m.SetEdns0(1232, true) // DO: the RRSIGs come along (RFC 3225)
 	one := func(network string) (*dns.Msg, error) {
 		ctx, cancel := context.WithTimeout(ctx, q.timeout)
 		defer cancel()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -75,6 +76,10 @@ func TestPropagationLive(t *testing.T) {
 			if !sameRecords(a.Records, want.Records) {
 				t.Errorf("%s [%s]: records %v, want %v", a.Server, a.Addr, a.Records, want.Records)
 			}
+			// The zone is signed: records count only with a verified RRSIG.
+			if len(want.Records) > 0 && (!a.Signed || a.SigErr != nil || a.Zone != zone) {
+				t.Errorf("%s [%s]: signed %v, zone %q, SigErr %v", a.Server, a.Addr, a.Signed, a.Zone, a.SigErr)
+			}
 		}
 	}
 
@@ -98,15 +103,21 @@ func TestPropagationLive(t *testing.T) {
 		t.Fatalf("explicit servers over TCP: %+v, %v", p, err)
 	}
 
-	// 2. A wrong TTL is not propagation.
+	// 2. Another TTL than asked for is propagation (providers raise TTLs),
+	// reported as served; only with ExactTTL is it not.
 	wrongTTL := one
 	wrongTTL.TTL = 600 * time.Second
 	short := fast
 	short.Timeout = 500 * time.Millisecond
-	_, err = WaitPropagated(ctx, servers, wrongTTL, short)
+	if p, err := WaitPropagated(ctx, servers, wrongTTL, short); err != nil || p.Addrs[0].TTL != 300*time.Second {
+		t.Fatalf("other TTL: %+v, %v", p, err)
+	}
+	exact := short
+	exact.ExactTTL = true
+	_, err = WaitPropagated(ctx, servers, wrongTTL, exact)
 	if !errors.Is(err, ErrNotPropagated) || !strings.Contains(err.Error(), "with TTL 5m0s") ||
 		!strings.Contains(err.Error(), "want TTL 10m0s") {
-		t.Fatalf("wrong TTL: err = %v", err)
+		t.Fatalf("wrong TTL with ExactTTL: err = %v", err)
 	}
 
 	// 3. With the secondary frozen, it keeps serving one record: the wait
@@ -228,23 +239,27 @@ func TestPropagationMatches(t *testing.T) {
 	anyTTL.TTL = 0
 	gone := RRSet{Owner: want.Owner}
 	for _, tc := range []struct {
-		what string
-		obs  AddrState
-		want RRSet
-		ok   bool
+		what  string
+		obs   AddrState
+		want  RRSet
+		exact bool // PropagationOptions.ExactTTL
+		ok    bool
 	}{
-		{"exact", AddrState{Records: []tlsa.Record{b, a}, TTL: 300 * time.Second}, want, true},
-		{"wrong TTL", AddrState{Records: []tlsa.Record{a, b}, TTL: 60 * time.Second}, want, false},
-		{"any TTL", AddrState{Records: []tlsa.Record{a, b}, TTL: 60 * time.Second}, anyTTL, true},
-		{"missing", AddrState{Records: []tlsa.Record{a}, TTL: 300 * time.Second}, want, false},
-		{"nothing", AddrState{Rcode: dns.RcodeNameError}, want, false},
-		{"error", AddrState{Err: errors.New("x")}, gone, false},
-		{"removed, NXDOMAIN", AddrState{Rcode: dns.RcodeNameError}, gone, true},
-		{"removed, NODATA", AddrState{}, gone, true},
-		{"not removed", AddrState{Records: []tlsa.Record{a}}, gone, false},
-		{"CNAME is not absence", AddrState{CNAME: "x.test."}, gone, false},
+		{"exact", AddrState{Records: []tlsa.Record{b, a}, TTL: 300 * time.Second}, want, true, true},
+		{"wrong TTL", AddrState{Records: []tlsa.Record{a, b}, TTL: 60 * time.Second}, want, true, false},
+		{"other TTL accepted by default", AddrState{Records: []tlsa.Record{a, b}, TTL: 3600 * time.Second}, want, false, true},
+		{"any TTL", AddrState{Records: []tlsa.Record{a, b}, TTL: 60 * time.Second}, anyTTL, true, true},
+		{"missing", AddrState{Records: []tlsa.Record{a}, TTL: 300 * time.Second}, want, false, false},
+		{"nothing", AddrState{Rcode: dns.RcodeNameError}, want, false, false},
+		{"error", AddrState{Err: errors.New("x")}, gone, false, false},
+		{"removed, NXDOMAIN", AddrState{Rcode: dns.RcodeNameError}, gone, false, true},
+		{"removed, NODATA", AddrState{}, gone, false, true},
+		{"not removed", AddrState{Records: []tlsa.Record{a}}, gone, false, false},
+		{"CNAME is not absence", AddrState{CNAME: "x.test."}, gone, false, false},
+		{"signed, valid", AddrState{Records: []tlsa.Record{a, b}, Signed: true}, want, false, true},
+		{"bad RRSIG", AddrState{Records: []tlsa.Record{a, b}, Signed: true, SigErr: ErrRRSIGInvalid}, want, false, false},
 	} {
-		if got := matches(tc.obs, tc.want); got != tc.ok {
+		if got := matches(tc.obs, tc.want, tc.exact); got != tc.ok {
 			t.Errorf("%s: matches = %v", tc.what, got)
 		}
 	}
@@ -268,6 +283,11 @@ func TestPropagationDescribe(t *testing.T) {
 			"serves 1 record (3 1 0 0102), want none"},
 		{AddrState{CNAME: "y.test."}, RRSet{}, "serves a CNAME to y.test., want none"},
 		{AddrState{Err: errors.New("answers REFUSED")}, want, "gives no usable answer: answers REFUSED"},
+		{AddrState{Records: []tlsa.Record{b, a}, Signed: true, Serial: 3, SerialOK: true,
+			SigErr: fmt.Errorf("%w: key tag 1: dns: bad signature", ErrRRSIGInvalid)}, want,
+			"serves the expected records at serial 3, but RRSIG invalid: key tag 1: dns: bad signature"},
+		{AddrState{Records: []tlsa.Record{a}, Signed: true, SigErr: fmt.Errorf("%w: no RRSIG", ErrRRSIGMissing)}, want,
+			"serves 1 record (3 1 1 abababab…), want 2 records (3 1 1 abababab…, 2 1 1 01010101…); RRSIG missing: no RRSIG"},
 	} {
 		if got := tc.obs.Describe(tc.want); got != tc.text {
 			t.Errorf("Describe = %q\nwant       %q", got, tc.text)

@@ -20,31 +20,47 @@ type RRSet struct {
 
 // GetTLSA reads the TLSA RRset at owner from the provider's zone. Records of
 // other types and names (RRSIG, NSEC, DNSKEY, … that RFC 2136 zone transfers
-// return) are filtered out. An empty RRset is a result, not an error.
+// return) are filtered out. An empty RRset is a result, not an error; use
+// GetOwner to tell an owner that is a CNAME from one without TLSA.
 func GetTLSA(ctx context.Context, p libdns.RecordGetter, zone, owner string) (RRSet, error) {
+	set, _, err := GetOwner(ctx, p, zone, owner)
+	return set, err
+}
+
+// GetOwner reads what the provider's zone holds at owner, in one read of
+// the zone: the TLSA RRset, and the CNAME target (FQDN, lower case; "" when
+// there is none). A target the provider returns without a trailing dot is
+// taken as absolute, as hosted APIs write them.
+func GetOwner(ctx context.Context, p libdns.RecordGetter, zone, owner string) (RRSet, string, error) {
 	zone, owner = dns.CanonicalName(zone), dns.CanonicalName(owner)
 	rel, err := relative(owner, zone)
 	if err != nil {
-		return RRSet{}, err
+		return RRSet{}, "", err
 	}
 	recs, err := p.GetRecords(ctx, zone)
 	if err != nil {
-		return RRSet{}, fmt.Errorf("reading zone %s: %w", zone, err)
+		return RRSet{}, "", fmt.Errorf("reading zone %s: %w", zone, err)
 	}
 	set := RRSet{Owner: owner}
+	var cname string
 	for _, r := range recs {
 		rr := r.RR()
-		if !strings.EqualFold(rr.Type, "TLSA") || !strings.EqualFold(strings.TrimSuffix(rr.Name, "."), strings.TrimSuffix(rel, ".")) {
+		if !strings.EqualFold(strings.TrimSuffix(rr.Name, "."), strings.TrimSuffix(rel, ".")) {
 			continue
 		}
-		rec, err := tlsa.ParseRecord(rr.Data)
-		if err != nil {
-			return RRSet{}, fmt.Errorf("zone %s holds a TLSA record at %s the provider returned as %q: %w", zone, owner, rr.Data, err)
+		switch {
+		case strings.EqualFold(rr.Type, "CNAME"):
+			cname = dns.CanonicalName(strings.TrimSpace(rr.Data))
+		case strings.EqualFold(rr.Type, "TLSA"):
+			rec, err := tlsa.ParseRecord(rr.Data)
+			if err != nil {
+				return RRSet{}, "", fmt.Errorf("zone %s holds a TLSA record at %s the provider returned as %q: %w", zone, owner, rr.Data, err)
+			}
+			set.Records = append(set.Records, rec)
+			set.TTL = rr.TTL
 		}
-		set.Records = append(set.Records, rec)
-		set.TTL = rr.TTL
 	}
-	return set, nil
+	return set, cname, nil
 }
 
 // LibdnsRecords converts a TLSA RRset into libdns records relative to zone:

@@ -1,6 +1,7 @@
 package providers_test
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"strings"
@@ -217,5 +218,55 @@ func TestSettingsGet(t *testing.T) {
 		if got := s.Get(tc.key, tc.env); got != tc.want {
 			t.Errorf("Get(%q, %q) = %q, want %q", tc.key, tc.env, got, tc.want)
 		}
+	}
+}
+
+// records is a libdns.RecordGetter that returns a fixed zone.
+type records []libdns.Record
+
+func (r records) GetRecords(_ context.Context, zone string) ([]libdns.Record, error) {
+	if zone != "example.test." {
+		return nil, errors.New("no such zone")
+	}
+	return r, nil
+}
+
+func TestGetOwner(t *testing.T) {
+	ctx := context.Background()
+	ee := rec(3, 1, 1, 0xaa)
+	zone := records{
+		libdns.RR{Name: "_25._tcp.mail", TTL: time.Hour, Type: "TLSA", Data: ee.String()},
+		libdns.RR{Name: "_25._tcp.mail", TTL: time.Hour, Type: "RRSIG", Data: "TLSA 13 5 3600 …"},
+		libdns.RR{Name: "_25._tcp.mx", TTL: time.Minute, Type: "CNAME", Data: "_Dane.Example.ORG."},
+		libdns.RR{Name: "_25._tcp.smtp", TTL: time.Minute, Type: "CNAME", Data: "_dane.example.org"}, // hosted API style
+		libdns.RR{Name: "_25._tcp.bad", Type: "TLSA", Data: "3 1 1 zz"},
+	}
+	for _, tc := range []struct {
+		owner string
+		n     int
+		cname string
+	}{
+		{"_25._tcp.MAIL.example.test", 1, ""},
+		{"_25._tcp.mx.example.test.", 0, "_dane.example.org."},
+		{"_25._tcp.smtp.example.test.", 0, "_dane.example.org."},
+		{"_25._tcp.none.example.test.", 0, ""},
+	} {
+		set, cname, err := providers.GetOwner(ctx, zone, "example.test", tc.owner)
+		if err != nil || len(set.Records) != tc.n || cname != tc.cname || set.Owner != strings.ToLower(dns.Fqdn(tc.owner)) {
+			t.Errorf("GetOwner(%s) = %+v, %q, %v; want %d records, CNAME %q", tc.owner, set, cname, err, tc.n, tc.cname)
+		}
+	}
+	if set, err := providers.GetTLSA(ctx, zone, "example.test.", "_25._tcp.mail.example.test."); err != nil ||
+		len(set.Records) != 1 || !set.Records[0].Equal(ee) || set.TTL != time.Hour {
+		t.Errorf("GetTLSA = %+v, %v", set, err)
+	}
+	for what, owner := range map[string]string{"unparsable TLSA": "_25._tcp.bad.example.test.", "outside the zone": "_25._tcp.mail.other.test."} {
+		if _, _, err := providers.GetOwner(ctx, zone, "example.test.", owner); err == nil {
+			t.Errorf("%s: no error", what)
+		}
+	}
+	if _, _, err := providers.GetOwner(ctx, zone, "other.test.", "_25._tcp.mail.other.test."); err == nil ||
+		!strings.Contains(err.Error(), "reading zone other.test.: no such zone") {
+		t.Errorf("unreadable zone: err = %v", err)
 	}
 }

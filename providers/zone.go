@@ -167,9 +167,9 @@ func AuthServers(ctx context.Context, r *dnsx.Resolver, zone string, port int) (
 
 // ExplicitServers turns "ip:port" strings (a bare IP gets port 53, IPv6 in
 // brackets when a port is given) into AuthServers, one per entry, named by
-// the entry as given, to check propagation on a known list of servers instead
-// of the zone's NS set (e.g. hidden primaries, or NS names the resolver
-// cannot reach).
+// the entry as given: a known list of servers to check propagation on, such
+// as hidden primaries. ServersFor adds them to the zone's NS set, which
+// senders ask and which a check must therefore never skip.
 func ExplicitServers(addrs []string) ([]AuthServer, error) {
 	if len(addrs) == 0 {
 		return nil, fmt.Errorf("%w: no servers given", ErrConfig)
@@ -204,4 +204,50 @@ func parseAddrPort(s string) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("bad port %q", port)
 	}
 	return netip.AddrPort{}, errors.New("want IP or IP:PORT")
+}
+
+// ServersFor returns the authoritative servers to ask about zone: its NS
+// set as the validating resolver r returns it (AuthServers, port port; 0
+// means 53), then every "ip:port" in extra (ExplicitServers), such as a
+// hidden primary. The extra servers add to the NS set and never replace
+// it: senders ask the NS set, so a check that skipped it would prove
+// nothing about what they see. An address is asked once: a later entry
+// with an address already listed loses that address, and disappears when
+// none is left. With a nil r only extra is used. Errors are those of
+// AuthServers and ExplicitServers.
+func ServersFor(ctx context.Context, r *dnsx.Resolver, zone string, port int, extra []string) ([]AuthServer, error) {
+	var list []AuthServer
+	if r != nil {
+		ns, err := AuthServers(ctx, r, zone, port)
+		if err != nil {
+			return nil, err
+		}
+		list = ns
+	}
+	if len(extra) > 0 {
+		ex, err := ExplicitServers(extra)
+		if err != nil {
+			return nil, err
+		}
+		list = append(list, ex...)
+	}
+	if len(list) == 0 {
+		return nil, fmt.Errorf("%w: no resolver to find the name servers of %s and no servers given", ErrConfig, zone)
+	}
+	seen := map[netip.AddrPort]bool{}
+	out := list[:0]
+	for _, s := range list {
+		var addrs []netip.AddrPort
+		for _, a := range s.Addrs {
+			if !seen[a] {
+				seen[a] = true
+				addrs = append(addrs, a)
+			}
+		}
+		if len(addrs) > 0 {
+			s.Addrs = addrs
+			out = append(out, s)
+		}
+	}
+	return out, nil
 }

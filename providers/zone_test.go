@@ -174,6 +174,41 @@ func TestZoneLive(t *testing.T) {
 		}
 	})
 
+	t.Run("ServersFor", func(t *testing.T) {
+		ns1 := "ns1." + bedZone + " [" + b.primary.Addr + "]"
+		ns2 := "ns2." + bedZone + " [" + b.secondary.Addr + "]"
+		for _, tc := range []struct {
+			what  string
+			res   *dnsx.Resolver
+			extra []string
+			want  string
+		}{
+			{"NS set only", b.res, nil, fmt.Sprint([]string{ns1, ns2})},
+			// A hidden primary adds to the NS set; the primary's address
+			// is asked once, as ns1; a repeated extra address once.
+			{"NS set and extra servers", b.res, []string{b.primary.Addr, "127.0.0.9:53", "127.0.0.9"},
+				fmt.Sprint([]string{ns1, ns2, "127.0.0.9:53 [127.0.0.9:53]"})},
+			{"no resolver: the extra servers", nil, []string{"127.0.0.9:53", b.secondary.Addr},
+				fmt.Sprint([]string{"127.0.0.9:53 [127.0.0.9:53]", b.secondary.Addr + " [" + b.secondary.Addr + "]"})},
+		} {
+			got, err := ServersFor(ctx, tc.res, "PROP.test", b.port, tc.extra)
+			if err != nil || fmt.Sprint(got) != tc.want {
+				t.Errorf("%s: ServersFor = %v, %v; want %s", tc.what, got, err, tc.want)
+			}
+		}
+		// The NS set cannot be skipped: a failed NS lookup fails, even
+		// with extra servers; nothing at all is a configuration error.
+		if _, err := ServersFor(ctx, b.res, bogusZone, b.port, []string{b.primary.Addr}); !errors.Is(err, dnsx.ErrBogus) {
+			t.Errorf("bogus zone: err = %v, want ErrBogus", err)
+		}
+		if _, err := ServersFor(ctx, nil, bedZone, b.port, nil); !errors.Is(err, ErrConfig) {
+			t.Errorf("nothing to ask: err = %v, want ErrConfig", err)
+		}
+		if _, err := ServersFor(ctx, b.res, bedZone, b.port, []string{"ns1.prop.test:53"}); !errors.Is(err, ErrConfig) {
+			t.Errorf("host name as extra server: err = %v, want ErrConfig", err)
+		}
+	})
+
 	t.Run("AuthServersErrors", func(t *testing.T) {
 		if _, err := AuthServers(ctx, b.res, "mail."+bedZone, b.port); !errors.Is(err, dnsx.ErrNoData) {
 			t.Errorf("not an apex: err = %v, want ErrNoData", err)

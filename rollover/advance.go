@@ -39,6 +39,20 @@ func (e *Engine) Advance(ctx context.Context, host string) (Outcome, error) {
 		step := st.CurrentStep()
 		now := e.now()
 		if now.Before(st.NotBefore) {
+			// Waiting is no reason to look away: a record the plan
+			// published that someone removed meanwhile is published again
+			// now, not after the wait it made pointless.
+			if err := e.stillPublished(ctx, st, t); errors.Is(err, errSteppedBack) {
+				if err := e.Store.Save(st); err != nil {
+					return Outcome{State: st}, err
+				}
+				continue
+			} else if err != nil {
+				return e.failed(st, step, now, err)
+			}
+			if err := e.Store.Save(st); err != nil {
+				return Outcome{State: st}, err
+			}
 			return Outcome{State: st, Waiting: true, Reason: fmt.Sprintf("%s: not before %s", step, st.NotBefore.UTC().Format(time.RFC3339))}, nil
 		}
 		if step == StepDone {
@@ -77,18 +91,23 @@ func (e *Engine) Advance(ctx context.Context, host string) (Outcome, error) {
 			if errors.As(err, &ue) && !ue.SafeAt.IsZero() {
 				st.NotBefore = ue.SafeAt
 			}
-			st.LastError = bounded(err.Error())
-			st.History = append(st.History, Event{At: now, Step: step, What: "error", Detail: st.LastError})
-			if serr := e.Store.Save(st); serr != nil {
-				return Outcome{State: st}, errors.Join(err, serr)
-			}
-			return Outcome{State: st}, fmt.Errorf("%s, step %s: %w", host, step, err)
+			return e.failed(st, step, now, err)
 		}
 	}
 	if err := e.Store.Save(st); err != nil {
 		return Outcome{State: st}, err
 	}
 	return Outcome{State: st}, nil
+}
+
+// failed records err as the step's last error and in the history.
+func (e *Engine) failed(st *State, step StepKind, now time.Time, err error) (Outcome, error) {
+	st.LastError = bounded(err.Error())
+	st.History = append(st.History, Event{At: now, Step: step, What: "error", Detail: st.LastError})
+	if serr := e.Store.Save(st); serr != nil {
+		return Outcome{State: st}, errors.Join(err, serr)
+	}
+	return Outcome{State: st}, fmt.Errorf("%s, step %s: %w", st.Host, step, err)
 }
 
 // bounded cuts a message kept in state and history to a few hundred bytes:
@@ -99,4 +118,28 @@ func bounded(s string) string {
 		return s
 	}
 	return s[:limit] + "… (cut)"
+}
+
+// stillPublished observes a waiting rollover whose later steps rely on a
+// record it published, and steps back when that record is gone. A failed
+// observation is no news: the wait goes on.
+func (e *Engine) stillPublished(ctx context.Context, st *State, t Target) error {
+	need := required(st)
+	switch st.CurrentStep() {
+	case StepWaitTTL, StepDeploy:
+	default:
+		return nil
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	w, err := e.observeState(ctx, st, t)
+	if err != nil {
+		return nil
+	}
+	cur, err := w.provider()
+	if err != nil || containsAll(cur, need) {
+		return nil
+	}
+	return e.stepBack(st, fmt.Sprintf("the %s this rollover published is no longer in the RRset %s (removed by someone else)", abbrev(recordTexts(need)), abbrev(recordTexts(cur))))
 }

@@ -21,9 +21,14 @@ type Target struct {
 	// this host changes what they serve, so every deploy is checked
 	// against their ledgers too.
 	Peers []Peer
+	// Sharing are the other hosts whose TLSA owner is this DNS's owner (a
+	// shared RRset: CNAMEs to one name, RFC 7671 §7). A change of the RRset
+	// must keep matching what each of them serves: records a step would
+	// remove that a sharing host still needs are kept.
+	Sharing []Peer
 }
 
-// Peer is another host on a deploy target.
+// Peer is another host on a deploy target, or sharing a TLSA RRset.
 type Peer struct {
 	Host     string // FQDN
 	DNS      DNS

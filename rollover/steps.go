@@ -59,11 +59,27 @@ func (e *Engine) runStep(ctx context.Context, st *State, t Target, step StepKind
 		if step == StepReplaceEE && st.NewEE == "" {
 			return fmt.Errorf("%w: no new certificate staged", ErrNeedMaterial)
 		}
-		return e.publish(ctx, st, t, step, func(cur []tlsa.Record) []tlsa.Record { return def.rrset(st, cur) })
+		return e.publish(ctx, st, t, step, func(cur []tlsa.Record) []tlsa.Record { return cumulative(st, cur) })
 	case def.run != nil:
 		return def.run(e, ctx, st, t)
 	}
 	return nil
+}
+
+// cumulative applies to cur the RRset function of every DNS step of the
+// plan up to the current one, in order: the RRset the plan wants at this
+// step, whatever someone else changed since (a record a done step added or
+// removed that was put back or taken out again is repaired, not forgotten).
+// Each function is idempotent, so on an RRset nobody else touched this is
+// the current step's function alone.
+func cumulative(st *State, cur []tlsa.Record) []tlsa.Record {
+	steps := st.Plan.Steps()
+	for i := 0; i <= st.Step && i < len(steps); i++ {
+		if def := stepTable[steps[i]]; def.rrset != nil {
+			cur = def.rrset(st, cur)
+		}
+	}
+	return cur
 }
 
 // required returns the records the plan published that later steps rely
@@ -130,6 +146,18 @@ func (e *Engine) publish(ctx context.Context, st *State, t Target, step StepKind
 		return err
 	}
 	want := target(cur)
+	// Hosts that share the RRset keep the records they still need.
+	var sharers []sharer
+	if len(t.Sharing) > 0 && !sameSet(cur, want) {
+		if sharers, err = servedBySharers(ctx, t); err != nil {
+			return err
+		}
+		var kept []tlsa.Record
+		if want, kept = keepForSharers(cur, want, sharers, e.now()); len(kept) > 0 && !sameSet(cur, want) {
+			st.History = append(st.History, Event{At: e.now(), Step: step, What: "kept",
+				Detail: fmt.Sprintf("%s stays: another host that shares the RRset still serves a chain it matches", abbrev(recordTexts(kept)))})
+		}
+	}
 	rs := RRSet{Records: want, TTL: st.TTL}
 	if !sameSet(cur, want) {
 		now := e.now()
@@ -147,11 +175,19 @@ func (e *Engine) publish(ctx context.Context, st *State, t Target, step StepKind
 			if err := inv.Check(); err != nil {
 				return err
 			}
+			for _, sh := range sharers {
+				inv.Action = fmt.Sprintf("publish %s, which %s shares", abbrev(recordTexts(want)), strings.TrimSuffix(sh.host, "."))
+				inv.Chains, inv.Names = sh.served, []string{sh.host}
+				if err := inv.Check(); err != nil {
+					return err
+				}
+			}
 		}
 		// Record the intent first: from now on resolvers may see it.
 		if err := e.wrote(ctx, st, t.DNS.Owner(), rs, "tlsactl "+string(step), now); err != nil {
 			return err
 		}
+		st.History = append(st.History, Event{At: now, Step: step, What: "publishing", Detail: abbrev(recordTexts(want))})
 		if err := e.Store.Save(st); err != nil {
 			return err
 		}
@@ -161,8 +197,8 @@ func (e *Engine) publish(ctx context.Context, st *State, t Target, step StepKind
 		}
 		e.fail("after-set")
 		st.History = append(st.History, Event{At: now, Step: step, What: "published", Detail: abbrev(recordTexts(want))})
-	} else if w.servedEverywhere(want) == "" {
-		return nil // done (before a crash, or nothing to change)
+	} else if w.servedEverywhere(want) == "" && !unconfirmed(st, step) {
+		return nil // done before a crash, or nothing to change
 	}
 	if err := t.DNS.WaitServed(ctx, rs); err != nil {
 		return fmt.Errorf("propagation: %w", err)
@@ -185,6 +221,64 @@ func (e *Engine) publish(ctx context.Context, st *State, t Target, step StepKind
 	st.History = append(st.History, Event{At: e.now(), Step: step, What: "confirmed", Detail: detail})
 	e.fail("after-confirm")
 	return nil
+}
+
+// sharer is what a host sharing the RRset serves.
+type sharer struct {
+	host   string
+	served [][]*x509.Certificate
+}
+
+func servedBySharers(ctx context.Context, t Target) ([]sharer, error) {
+	var out []sharer
+	for _, p := range t.Sharing {
+		served, err := p.Deployer.Served(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("probing what %s serves (it shares the TLSA RRset): %w", strings.TrimSuffix(p.Host, "."), err)
+		}
+		out = append(out, sharer{host: p.Host, served: served})
+	}
+	return out, nil
+}
+
+// keepForSharers adds back to want the records of cur that a sharing host's
+// served chain matches, when want alone matches it no more. It returns the
+// new want and the records kept.
+func keepForSharers(cur, want []tlsa.Record, sharers []sharer, now time.Time) ([]tlsa.Record, []tlsa.Record) {
+	var kept []tlsa.Record
+	for _, sh := range sharers {
+		opts := tlsa.MatchOptions{Names: []string{sh.host}, Now: now}
+		for _, ch := range sh.served {
+			if tlsa.Match(ch, want, opts).Matched() {
+				continue
+			}
+			for _, r := range cur {
+				if !containsRec(want, r) && tlsa.Match(ch, []tlsa.Record{r}, opts).Matched() {
+					want, kept = with(want, r), with(kept, r)
+				}
+			}
+		}
+	}
+	return want, kept
+}
+
+// unconfirmed reports whether step published a change whose confirmation
+// it has not recorded (a crash between the provider call and the
+// confirmation): the resumed run confirms it, so the history says when.
+func unconfirmed(st *State, step StepKind) bool {
+	for i := len(st.History) - 1; i >= 0; i-- {
+		ev := st.History[i]
+		if ev.Step != step {
+			continue
+		}
+		switch ev.What {
+		case "publishing", "published":
+			return true
+		case "confirmed":
+			return false
+		}
+	}
+	return false
 }
 
 // settled observes the owner and checks that the plan's required records

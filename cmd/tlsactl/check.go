@@ -11,8 +11,11 @@ import (
 	"time"
 
 	"github.com/tlsactl/tlsactl/internal/check"
+	"github.com/tlsactl/tlsactl/internal/config"
 	"github.com/tlsactl/tlsactl/internal/dnsx"
 	"github.com/tlsactl/tlsactl/internal/starttls"
+	"github.com/tlsactl/tlsactl/rollover"
+	"github.com/tlsactl/tlsactl/tlsa"
 	"github.com/urfave/cli/v2"
 )
 
@@ -66,6 +69,8 @@ EXAMPLES:
 			&cli.DurationFlag{Name: flagTimeout, Value: 30 * time.Second, Usage: "deadline for one host (all lookups and probes)"},
 			&cli.BoolFlag{Name: flagJSON, Usage: "print the whole report as JSON"},
 			&cli.StringFlag{Name: flagPrometheus, Usage: "also write a node-exporter textfile `FILE` (atomically)"},
+			&cli.StringFlag{Name: flagStateDir, EnvVars: []string{"TLSACTL_STATE_DIR"}, Usage: "record every secure TLSA RRset seen in the ledger of this state `DIR`, so rollovers know how long each has been published (a check timer every few minutes makes ages known)"},
+			&cli.StringFlag{Name: flagConfig, Usage: "configuration `FILE`: its state_dir is the ledger's, as --state-dir"},
 		},
 		Action: runCheck,
 	}
@@ -104,6 +109,9 @@ func runCheck(c *cli.Context) error {
 		WarnDays:    c.Int(flagWarnDays),
 	}
 	rep := check.Run(c.Context, cfg, domains, hosts)
+	if err := recordCheck(c, rep, addr); err != nil {
+		fmt.Fprintf(c.App.ErrWriter, "tlsactl: warning: the ledger was not updated: %s\n", oneLine(err.Error()))
+	}
 	if p := c.String(flagPrometheus); p != "" {
 		if err := writePrometheus(p, rep); err != nil {
 			return unknown(err)
@@ -227,4 +235,46 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return fmt.Errorf("%s: %w", path, unwrapPathError(err))
 	}
 	return nil
+}
+
+// recordCheck adds every secure TLSA RRset the check saw to the ledger of
+// its owner (after CNAMEs), when a state directory is given (--state-dir,
+// or the state_dir of --config). What the validating resolver returned may
+// be a cached copy: it is recorded as a resolver sighting.
+func recordCheck(c *cli.Context, rep check.Report, resolver string) error {
+	dir := c.String(flagStateDir)
+	if dir == "" && c.String(flagConfig) != "" {
+		cfg, err := config.Load(c.String(flagConfig))
+		if err != nil {
+			return err
+		}
+		dir = cfg.StateDir
+	}
+	if dir == "" {
+		return nil
+	}
+	store, err := rollover.NewFileStore(dir)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	var errs []error
+	for _, h := range rep.Hosts {
+		if !h.TLSA.Present || h.TLSA.Status != dnsx.Secure.String() {
+			continue
+		}
+		var recs []tlsa.Record
+		for _, r := range h.TLSA.Records {
+			rec, err := tlsa.ParseRecord(r)
+			if err != nil {
+				continue
+			}
+			recs = append(recs, rec)
+		}
+		s := rollover.Sighting{Kind: rollover.SourceResolver, Source: "resolver " + resolver, Records: recs, TTL: h.TLSA.TTL}
+		if _, _, err := rollover.Record(c.Context, store, h.TLSA.Owner, []rollover.Sighting{s}, 0, now); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }

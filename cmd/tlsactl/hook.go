@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -71,19 +72,27 @@ func createHook() *cli.Command {
 		Name:  "hook",
 		Usage: "deploy an ACME client's new certificate without breaking DANE (lego, certbot hooks)",
 		Description: `Run from the ACME client after it obtained a certificate. The hook reads the new
-certificate chain and key, finds the configured [[host]] it is for (the domain the client
-names, else the certificate's names; --host overrides), and hands it to the rollover engine,
-classified against what the host serves and the TLSA RRset now:
+certificate chain and key, finds every configured [[host]] it is for (the domain the client
+names and the certificate's other names; --host overrides), observes each host — what every
+address serves, and the TLSA RRset at the provider, at every authoritative server and at the
+resolver, recorded in the owner's ledger — and asks these decisions in order (the first that
+applies wins; its reason is printed in brackets):
 
-   the very same certificate is served        nothing to do
-   same key as served, CA's 2 x x covers it   deploy now (renew; the 3 1 1 stays)
-   new key, the chain matches a 2 x x         renew: verify, deploy, replace the 3 1 1 (no wait)
-   new CA (no published 2 x x matches)        ca-migration: publish the issuer's 2 1 1 and HOLD
-                                              the certificate back until that record has aged a
-                                              TTL; the hook exits 75 and 'tlsactl rollover run'
-                                              (the systemd timer) deploys it after the time it names
-   a rollover is active for the host          the certificate is provided to it (e.g. the next
-                                              key's key-prepublish) and it is advanced
+   active-rollover      a rollover is active for the host: the certificate is provided to it
+                        (e.g. the next key's key-prepublish); one past its deploy is finished first
+   same-certificate     every address serves this very certificate: nothing to do
+   alias                a server answers with a CNAME at the owner: refused (run again; tlsactl
+                        follows CNAMEs to the RRset senders use)
+   no-tlsa              no TLSA at the provider, at any authoritative server or in any cache:
+                        deploy rollover, no DNS change
+   same-key             same key as served and the published 3 x x matches: deploy rollover
+   covered-by-ta        a published 2 x x matches the new chain: renew rollover (deploy, replace
+                        the 3 1 1) — held back (exit 75) until every RRset a cache may hold has
+                        that 2 x x: published is not aged
+   new-ca               nothing published matches: ca-migration rollover, the issuer's 2 1 1 is
+                        published and the certificate HELD back until that record has aged a TTL;
+                        the hook exits 75 and 'tlsactl rollover run' (the systemd timer) deploys
+                        it after the time it names
 
 The server is never left without a matching record: every DNS change and the swap are
 checked by the engine first. The chain handed over is the leaf first, then its issuer
@@ -294,16 +303,15 @@ func hookHosts(c *cli.Context, env *rolloverEnv, in *hookInput) ([]*config.Host,
 		}
 		return out
 	}
-	if hs := find(in.domains); len(hs) > 0 {
-		return hs, nil
-	}
+	// Every configured name the certificate is for: the client's domain
+	// and the leaf's other SANs (one certificate for several MX hosts).
 	var sans []string
 	for _, c := range in.certs {
 		if !c.IsCA {
 			sans = append(sans, c.DNSNames...)
 		}
 	}
-	if hs := find(sans); len(hs) > 0 {
+	if hs := find(append(slices.Clone(in.domains), sans...)); len(hs) > 0 {
 		return hs, nil
 	}
 	return nil, fmt.Errorf("%s (certificate names %s) is not a [[host]] of %s: add the MX host with its [host.deploy] section, or give --host",
@@ -320,10 +328,9 @@ func runHook(c *cli.Context, in *hookInput) error {
 		return badInput(err)
 	}
 	worst := exitOK
-	for _, h := range hosts {
-		err := hookHost(c, env, h, in)
+	report := func(h *config.Host, err error) {
 		if err == nil {
-			continue
+			return
 		}
 		code := exitRolloverError
 		var e *exitError
@@ -334,6 +341,20 @@ func runHook(c *cli.Context, in *hookInput) error {
 		if hookRank(code) > hookRank(worst) {
 			worst = code
 		}
+	}
+	// Decide and start for every name first, then advance: hosts on one
+	// deploy target (shared files or addresses) must all have their
+	// rollovers before the first deploy, which is checked against each.
+	var todo []*hookJob
+	for _, h := range hosts {
+		job, err := hookPrepare(c, env, h, in)
+		report(h, err)
+		if job != nil {
+			todo = append(todo, job)
+		}
+	}
+	for _, job := range todo {
+		report(job.h, hookAdvance(c.Context, env, job.h, job.plan, job.desc, job.say))
 	}
 	if worst != exitOK {
 		return silentExit(worst)
@@ -371,17 +392,28 @@ func spkiOf(c *x509.Certificate) string {
 	return fmt.Sprintf("%x", r.Data)
 }
 
-func deployIndex(p rollover.Plan) int {
-	for i, s := range p.Steps() {
-		if s == rollover.StepDeploy {
-			return i
-		}
-	}
-	return -1
+// hookJob is a rollover the hook started or provided to, to be advanced.
+type hookJob struct {
+	h    *config.Host
+	plan rollover.Plan
+	desc string
+	say  func(string, ...any)
 }
 
-// hookHost classifies the material for one host and acts on it.
+// hookHost decides for one host and advances what it started.
 func hookHost(c *cli.Context, env *rolloverEnv, h *config.Host, in *hookInput) error {
+	job, err := hookPrepare(c, env, h, in)
+	if err != nil || job == nil {
+		return err
+	}
+	return hookAdvance(c.Context, env, job.h, job.plan, job.desc, job.say)
+}
+
+// hookPrepare observes the host (its served chains, its TLSA RRset at every
+// source, recorded in the ledger), asks the hook decisions
+// (rollover.DecideHook) and starts or provides to the rollover they name.
+// It returns nil when nothing is left to advance.
+func hookPrepare(c *cli.Context, env *rolloverEnv, h *config.Host, in *hookInput) (*hookJob, error) {
 	ctx := c.Context
 	name := strings.TrimSuffix(h.Name, ".")
 	dry := c.Bool(flagDryRun)
@@ -390,114 +422,106 @@ func hookHost(c *cli.Context, env *rolloverEnv, h *config.Host, in *hookInput) e
 	}
 	m, chain, err := in.material(keyDir(env.store.Dir(), h.Name))
 	if err != nil {
-		return badInput(err)
+		return nil, badInput(err)
 	}
 	leaf := chain[0]
 	if len(chain) < 2 {
-		return badInput(fmt.Errorf("%s holds only the certificate, not its issuer: DANE-TA (2 1 1) needs the whole chain; let lego write the bundle (no --no-bundle) or set %s, or use certbot's fullchain.pem", in.certFrom, envLegoIssuer))
+		return nil, badInput(fmt.Errorf("%s holds only the certificate, not its issuer: DANE-TA (2 1 1) needs the whole chain; let lego write the bundle (no --no-bundle) or set %s, or use certbot's fullchain.pem", in.certFrom, envLegoIssuer))
 	}
 	if !chain[1].IsCA {
-		return badInput(fmt.Errorf("%s: the certificate after the leaf (%s) is not a CA certificate", in.certFrom, chain[1].Subject))
+		return nil, badInput(fmt.Errorf("%s: the certificate after the leaf (%s) is not a CA certificate", in.certFrom, chain[1].Subject))
 	}
 	if err := leaf.VerifyHostname(name); err != nil {
-		return badInput(fmt.Errorf("the new certificate (names %s) is not valid for %s: %v", strings.Join(leaf.DNSNames, " "), name, err))
+		return nil, badInput(fmt.Errorf("the new certificate (names %s) is not valid for %s: %v", strings.Join(leaf.DNSNames, " "), name, err))
 	}
 	spki := spkiOf(leaf)
 	desc := fmt.Sprintf("certificate %q from %q (3 1 1 %s…, expires %s)", certName(leaf), certName(chain[1]), spki[:16], leaf.NotAfter.UTC().Format("2006-01-02"))
+	job := &hookJob{h: h, desc: desc, say: say}
+	margin := env.margin()
 
-	// A rollover in progress takes the material.
-	if st, err := env.store.Load(h.Name); err == nil && st.Status == rollover.StatusActive {
-		if st.Step > deployIndex(st.Plan) {
-			// Its certificate is deployed; finish it, then classify.
+	for round := 0; ; round++ {
+		var active *rollover.State
+		if st, err := env.store.Load(h.Name); err == nil && st.Status == rollover.StatusActive {
+			active = st
+		} else if err != nil && !errors.Is(err, rollover.ErrNoRollover) {
+			return nil, badInput(err)
+		}
+		t, err := env.target(h.Name)
+		if err != nil {
+			return nil, badInput(err)
+		}
+		served, err := t.Deployer.Served(ctx)
+		if err != nil {
+			return nil, &exitError{code: exitRolloverError, err: fmt.Errorf("probing what %s serves: %w", name, err)}
+		}
+		facts := rollover.HookFacts{Host: h.Name, New: chain, Served: served, Active: active, Now: time.Now(), Margin: margin}
+		if dry {
+			// A dry run records nothing: it reads the ledger as it is.
+			if facts.Sightings, err = t.DNS.Observe(ctx); err == nil {
+				facts.Ledger, err = env.store.LoadLedger(t.DNS.Owner())
+			}
+		} else {
+			facts.Ledger, facts.Sightings, err = env.engine.Observe(ctx, h.Name)
+		}
+		if err != nil {
+			return nil, &exitError{code: exitRolloverError, err: err}
+		}
+		d := rollover.DecideHook(facts)
+		switch d.Action {
+		case rollover.HookNothing:
+			say("already serves this %s: %s", desc, d.Message)
+			return nil, nil
+		case rollover.HookRefuse:
+			return nil, &exitError{code: exitRolloverError, err: fmt.Errorf("the new %s is not deployed: %s", desc, d.Message)}
+		case rollover.HookFinish:
 			if dry {
-				say("would finish the active %s rollover (step %s) first, then deploy the new %s", st.Plan, st.CurrentStep(), desc)
-				return nil
+				say("would finish the active %s rollover (step %s) first, then decide for the new %s", active.Plan, active.CurrentStep(), desc)
+				return nil, nil
 			}
 			out, err := env.engine.Advance(ctx, h.Name)
 			if err != nil {
-				return &exitError{code: exitRolloverError, err: fmt.Errorf("the previous %s rollover could not finish, so the new certificate is not deployed: %w", st.Plan, err)}
+				return nil, &exitError{code: exitRolloverError, err: fmt.Errorf("the previous %s rollover could not finish, so the new certificate is not deployed: %w", active.Plan, err)}
 			}
-			if out.Waiting || out.State.Status == rollover.StatusActive {
-				return &exitError{code: exitRolloverError, err: fmt.Errorf("the previous %s rollover is still finishing (%s): run the hook again later", st.Plan, out.Reason)}
+			if out.Waiting || out.State.Status == rollover.StatusActive || round > 0 {
+				return nil, &exitError{code: exitRolloverError, err: fmt.Errorf("the previous %s rollover is still finishing (%s): run the hook again later", active.Plan, out.Reason)}
 			}
-			say("finished the previous %s rollover", st.Plan)
-		} else {
-			return hookProvide(c, env, h, st, m, desc, dry, say)
+			say("finished the previous %s rollover", active.Plan)
+			continue
+		case rollover.HookProvide:
+			if err := hookProvide(c, env, h, active, m, desc, dry, say); err != nil || dry {
+				return nil, err
+			}
+			job.plan = active.Plan
+			return job, nil
 		}
-	} else if err != nil && !errors.Is(err, rollover.ErrNoRollover) {
-		return badInput(err)
-	}
-
-	t, err := env.target(h.Name)
-	if err != nil {
-		return badInput(err)
-	}
-	served, err := t.Deployer.Served(ctx)
-	if err != nil {
-		return &exitError{code: exitRolloverError, err: fmt.Errorf("probing what %s serves: %w", name, err)}
-	}
-	cur, _, err := t.DNS.Current(ctx)
-	if err != nil {
-		return &exitError{code: exitRolloverError, err: fmt.Errorf("reading the TLSA RRset: %w", err)}
-	}
-	same, sameKey := len(served) > 0, len(served) > 0
-	for _, s := range served {
-		same = same && len(s) > 0 && s[0].Equal(leaf)
-		sameKey = sameKey && len(s) > 0 && bytes.Equal(s[0].RawSubjectPublicKeyInfo, leaf.RawSubjectPublicKeyInfo)
-	}
-	if same {
-		say("already serves this %s: nothing to do", desc)
-		return nil
-	}
-	var tas []tlsa.Record
-	for _, r := range cur.Records {
-		if r.Usage == tlsa.DANETA {
-			tas = append(tas, r)
-		}
-	}
-	covered := len(tas) > 0 && tlsa.Match(chain, tas, tlsa.MatchOptions{Names: []string{h.Name}, Now: time.Now()}).Matched()
-	req := rollover.StartRequest{Host: h.Name, Port: h.Port, TTL: uint32(h.TTL), Margin: env.cfg.Margin.Duration, New: &m}
-	if req.Margin == 0 {
-		req.Margin = time.Minute
-	}
-	switch {
-	case covered:
-		req.Plan = rollover.PlanRenew
-		why := "new key, same CA (a published 2 x x matches the new chain)"
-		if sameKey {
-			why = "same key (the 3 1 1 stays), same CA"
+		req := rollover.StartRequest{Host: h.Name, Port: h.Port, TTL: uint32(h.TTL), Margin: margin, New: &m}
+		switch d.Action {
+		case rollover.HookDeploy:
+			req.Plan = rollover.PlanDeploy
+		case rollover.HookRenew:
+			req.Plan = rollover.PlanRenew
+		case rollover.HookMigrate:
+			req.Plan, req.NewCA = rollover.PlanCAMigration, chain[1]
 		}
 		if dry {
-			say("would deploy the new %s now: %s; renew rollover", desc, why)
-			return nil
+			switch req.Plan {
+			case rollover.PlanCAMigration:
+				say("would hold the new %s back: %s [%s]", desc, d.Message, d.Reason)
+			default:
+				say("would deploy the new %s with a %s rollover: %s [%s]", desc, req.Plan, d.Message, d.Reason)
+			}
+			return nil, nil
 		}
-		say("%s: renew rollover", why)
-	case len(cur.Records) == 0 || sameKey && len(tas) == 0:
-		why := "no TLSA record is published, so DANE is not in use"
-		if len(cur.Records) > 0 {
-			why = "same key: the published 3 1 1 matches the new certificate too"
+		say("%s [%s]: %s rollover", d.Message, d.Reason, req.Plan)
+		if _, err := env.engine.Start(ctx, req); err != nil {
+			return nil, &exitError{code: exitRolloverError, err: fmt.Errorf("the new certificate is not deployed: %w", err)}
 		}
-		if dry {
-			say("would deploy the new %s now: %s", desc, why)
-			return nil
-		}
-		return hookDeployNow(ctx, env, h, t, cur, chain, m, why, say)
-	default:
-		req.Plan, req.NewCA = rollover.PlanCAMigration, chain[1]
-		if dry {
-			say("would hold the new %s back: its CA %q is not covered by a published 2 x x; a ca-migration publishes its 2 1 1 and deploys the certificate a TTL (%ds) later", desc, certName(chain[1]), h.TTL)
-			return nil
-		}
-		say("new CA %q (no published 2 x x matches the new chain): ca-migration rollover", certName(chain[1]))
+		job.plan = req.Plan
+		return job, nil
 	}
-	st, err := env.engine.Start(ctx, req)
-	if err != nil {
-		return &exitError{code: exitRolloverError, err: fmt.Errorf("the new certificate is not deployed: %w", err)}
-	}
-	return hookAdvance(ctx, env, h, st.Plan, desc, say)
 }
 
-// hookProvide hands the material to the active rollover and advances it.
+// hookProvide hands the material to the active rollover (advanced later).
 func hookProvide(c *cli.Context, env *rolloverEnv, h *config.Host, st *rollover.State, m rollover.Material, desc string, dry bool, say func(string, ...any)) error {
 	staged := false
 	if old, err := env.store.GetMaterial(h.Name, "new"); err == nil && bytes.Equal(old.ChainPEM, m.ChainPEM) && bytes.Equal(old.KeyPEM, m.KeyPEM) {
@@ -517,7 +541,7 @@ func hookProvide(c *cli.Context, env *rolloverEnv, h *config.Host, st *rollover.
 		}
 		say("provided the new %s to the active %s rollover", desc, st.Plan)
 	}
-	return hookAdvance(c.Context, env, h, st.Plan, desc, say)
+	return nil
 }
 
 // hookAdvance advances the host's rollover and turns the outcome into the
@@ -546,41 +570,6 @@ func hookAdvance(ctx context.Context, env *rolloverEnv, h *config.Host, plan rol
 	}
 	last := st.Versions[len(st.Versions)-1]
 	say("%s rollover %s: deployed the new %s; TLSA %s", st.Plan, st.Status, desc, strings.Join(last.Records, ", "))
-	return nil
-}
-
-// hookDeployNow installs a certificate that every RRset a resolver may hold
-// already matches (same key, or no TLSA at all): no DNS change is needed.
-func hookDeployNow(ctx context.Context, env *rolloverEnv, h *config.Host, t rollover.Target, cur rollover.RRSet, chain []*x509.Certificate, m rollover.Material, why string, say func(string, ...any)) error {
-	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	unlock, err := env.store.Lock(lctx, h.Name)
-	cancel()
-	if err != nil {
-		return &exitError{code: exitRolloverError, err: err}
-	}
-	defer func() { _ = unlock() }()
-	versions := []rollover.Version{{Records: recordStrings(cur.Records), TTL: cur.TTL, Initial: true}}
-	if st, err := env.store.Load(h.Name); err == nil {
-		if st.Status == rollover.StatusActive {
-			return &exitError{code: exitRolloverError, err: fmt.Errorf("a %s rollover started meanwhile: run the hook again", st.Plan)}
-		}
-		for _, v := range st.Versions {
-			if !v.Superseded.IsZero() { // may still be cached from the last rollover
-				versions = append(versions, v)
-			}
-		}
-	}
-	served, err := t.Deployer.Served(ctx)
-	if err != nil {
-		return &exitError{code: exitRolloverError, err: fmt.Errorf("probing what %s serves: %w", strings.TrimSuffix(h.Name, "."), err)}
-	}
-	if err := rollover.CheckInvariant("deploy the new certificate", versions, append(served, chain), []string{h.Name}, time.Now()); err != nil {
-		return &exitError{code: exitRolloverError, err: err}
-	}
-	if err := t.Deployer.Deploy(ctx, m); err != nil {
-		return &exitError{code: exitRolloverError, err: err}
-	}
-	say("deployed the new certificate (%s); no DNS change", why)
 	return nil
 }
 

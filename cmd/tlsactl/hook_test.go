@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -273,21 +274,58 @@ func TestHookLegoCertbot(t *testing.T) {
 	roWrite(t, filepath.Join(dir, "r11.pem"), sib1.Intermediate.PEM, 0o644)
 	roWrite(t, filepath.Join(dir, "e6.pem"), sib2.PEM, 0o644)
 	out, errOut, code := runCLI(t, "", "publish", "--config", h2.cfgPath, "--host", h2.name, "--usage", "2",
-		"--certificate", filepath.Join(dir, "*.pem"), "--add", "--wait", "--timeout", "30s", "--auth-server", b.knot.Addr)
+		"--certificate", filepath.Join(dir, "*.pem"), "--add", "--wait", "--timeout", "30s", "--auth-port", strconv.Itoa(b.knotPort()))
 	t.Logf("publish issuer set → exit %d\n%s%s", code, out, errOut)
 	if code != 0 {
 		t.Fatalf("publish issuer set: exit %d", code)
 	}
 	set := roSorted(roRec(c2.Leaf, tlsa.DANEEE), roRec(h2.initial.Intermediate, tlsa.DANETA), roRec(sib1.Intermediate, tlsa.DANETA), roRec(sib2, tlsa.DANETA))
 	h2.waitKnot(set)
-	// The issuer set is published ahead of renewals, not a moment before:
-	// the engine takes the RRset it finds for one every cache holds. Wait
-	// until the caching resolver (the probe's and posttls-finger's) has it.
 	h2.waitResolver(set)
+	// Published is not aged: a moment after the publish, senders' resolvers
+	// may still hold the RRset without the sibling's 2 1 1, whatever the
+	// resolver tlsactl asks has. The hook holds the certificate back.
+	r = h2.hook("lego", legoEnvFor(t, h2.name, sib1, false))
+	h2.wantHookCode("issuer set: sibling intermediate, a moment after the publish", r, exitHookHeld)
+	if !strings.Contains(r.out, "published is not aged") {
+		t.Errorf("held back without saying why: %s", r.out)
+	}
+	h2.assertServes("issuer set: held back", c2)
+	// Published ahead of renewals, as the README advises: once the ledger
+	// says the RRset before the add has left every cache, the same
+	// certificate goes through at once.
+	h2.mustTL("abort")
+	h2.waitAged()
 	r = h2.hook("lego", legoEnvFor(t, h2.name, sib1, false))
 	h2.wantHookCode("issuer set: sibling intermediate", r, 0)
 	h2.assertServes("issuer set: sibling intermediate", sib1)
 	h2.assertKnot("issuer set: sibling intermediate", roSorted(roRec(sib1.Leaf, tlsa.DANEEE), roRec(h2.initial.Intermediate, tlsa.DANETA), roRec(sib1.Intermediate, tlsa.DANETA), roRec(sib2, tlsa.DANETA)))
+}
+
+// waitAged waits until every RRset version in the host's ledger that
+// another has replaced has left every cache (CachedUntil with the margin).
+func (h *roHost) waitAged() {
+	h.t.Helper()
+	store, err := rollover.NewFileStore(h.stateDir)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	l, err := store.LoadLedger(h.owner)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	margin, _ := time.ParseDuration(h.cfg.margin)
+	var until time.Time
+	for _, v := range l.Versions {
+		if end := v.CachedUntil(margin); end.After(until) {
+			until = end
+		}
+	}
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(until); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("the ledger of %s is not aged by %s", h.owner, until)
+		}
+	}
 }
 
 // siblingCA issues another intermediate CA under c's root (as Let's Encrypt's

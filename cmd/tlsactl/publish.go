@@ -12,8 +12,11 @@ import (
 	"github.com/miekg/dns"
 	"github.com/tlsactl/tlsactl/internal/check"
 	"github.com/tlsactl/tlsactl/internal/config"
+	"github.com/tlsactl/tlsactl/internal/deploy"
 	"github.com/tlsactl/tlsactl/internal/dnsx"
+	"github.com/tlsactl/tlsactl/internal/targets"
 	"github.com/tlsactl/tlsactl/providers"
+	"github.com/tlsactl/tlsactl/rollover"
 	"github.com/tlsactl/tlsactl/tlsa"
 	"github.com/urfave/cli/v2"
 )
@@ -117,8 +120,9 @@ EXAMPLES:
 			&cli.BoolFlag{Name: flagDryRun, Aliases: []string{"n"}, Usage: "show the change and the safety verdict; change nothing"},
 			&cli.BoolFlag{Name: flagWait, Usage: "wait until every authoritative server serves the new RRset"},
 			&cli.DurationFlag{Name: flagTimeout, Value: 5 * time.Minute, Usage: "bound for --wait"},
-			&cli.StringSliceFlag{Name: flagAuthServer, Usage: "with --wait: ask this authoritative `HOST:PORT` instead of the zone's NS set (repeatable)"},
-			&cli.IntFlag{Name: flagAuthPort, Value: 53, Usage: "with --wait: port of the NS set's servers"},
+			&cli.StringSliceFlag{Name: flagAuthServer, Usage: "also ask this authoritative `HOST:PORT` (a hidden primary), besides the zone's NS set (repeatable)"},
+			&cli.IntFlag{Name: flagAuthPort, Value: 53, Usage: "port of the NS set's servers"},
+			&cli.StringFlag{Name: flagStateDir, EnvVars: []string{"TLSACTL_STATE_DIR"}, Usage: "state `DIR`: the ledger of what each TLSA name held, and the publish's history (default: config state_dir, then /var/lib/tlsactl)"},
 			&cli.BoolFlag{Name: flagForce, Usage: "skip the check that the new RRset matches what the host serves"},
 			&cli.BoolFlag{Name: flagJSON, Usage: "print the result as JSON"},
 		},
@@ -142,7 +146,6 @@ type publishPlan struct {
 	SafetyNotes []string        `json:"safety_notes,omitempty"`
 	DryRun      bool            `json:"dry_run"`
 	Applied     bool            `json:"applied"`
-	Propagation json.RawMessage `json:"propagation,omitempty"`
 }
 
 func runPublish(c *cli.Context) error {
@@ -207,18 +210,37 @@ func runPublish(c *cli.Context) error {
 		}
 	}
 	resolver := &dnsx.Resolver{Addr: resolverAddr}
-	if zone == "" {
-		if zone, err = providers.FindZone(ctx, resolver, owner); err != nil {
-			return &exitError{code: exitChangeFailed, err: fmt.Errorf("finding the zone of %s: %w (give --zone)", owner, err)}
-		}
+	auth, authPort := c.StringSlice(flagAuthServer), c.Int(flagAuthPort)
+	if hc != nil && len(auth) == 0 {
+		auth = hc.AuthServers
 	}
+	if hc != nil && !c.IsSet(flagAuthPort) && hc.AuthPort != 0 {
+		authPort = hc.AuthPort
+	}
+	propTimeout := 10 * time.Second
+	if c.Bool(flagWait) {
+		propTimeout = c.Duration(flagTimeout)
+	}
+	// The RRset senders query: after a CNAME at the owner, its target.
+	d, err := targets.Resolve(ctx, targets.Config{Provider: prov, Zone: zone, Host: host, Port: port, Resolver: resolver,
+		AuthServers: auth, AuthPort: authPort, Propagation: providers.PropagationOptions{Interval: time.Second, Timeout: propTimeout}})
+	switch {
+	case errors.Is(err, targets.ErrCNAMEHost), errors.Is(err, targets.ErrCNAMEOwner):
+		return &exitError{code: exitChangeFailed, err: err}
+	case err != nil:
+		return &exitError{code: exitChangeFailed, err: fmt.Errorf("%w (give --zone)", err)}
+	}
+	owner, zone = d.Owner(), d.Zone()
 	if !dns.IsSubDomain(zone, owner) {
 		return badInput(fmt.Errorf("%s is not in zone %s", owner, zone))
 	}
 
-	current, err := providers.GetTLSA(ctx, prov, zone, owner)
+	current, alias, err := providers.GetOwner(ctx, prov, zone, owner)
 	if err != nil {
 		return &exitError{code: exitChangeFailed, err: fmt.Errorf("provider %s: %w", provName, err)}
+	}
+	if alias != "" {
+		return &exitError{code: exitChangeFailed, err: fmt.Errorf("provider %s holds a CNAME to %s at %s, not a TLSA RRset: senders follow it; nothing was changed — publish at %s, or remove the CNAME first", provName, alias, owner, alias)}
 	}
 	want := providers.RRSet{Owner: owner, TTL: time.Duration(ttl) * time.Second, Records: desired(action, current.Records, given)}
 	change := providers.Diff(current.Records, want.Records)
@@ -249,21 +271,70 @@ func runPublish(c *cli.Context) error {
 	if plan.DryRun {
 		return printPublish(c.App.Writer, c.Bool(flagJSON), plan, "dry run: nothing changed")
 	}
-	if _, err := providers.SetTLSA(ctx, prov, zone, current, want); err != nil {
-		return &exitError{code: exitChangeFailed, err: fmt.Errorf("provider %s refused the change, nothing applied: %w", provName, err)}
+
+	// The change is a publish plan of the rollover engine: its lock, its
+	// history, the owner's ledger (so a later hook knows how old the new
+	// records are) and the same observation and invariant as every step.
+	store, err := rollover.NewFileStore(stateDirFor(c, cfg))
+	if err != nil {
+		return badInput(err)
 	}
-	plan.Applied = true
-	msg := "applied"
-	if c.Bool(flagWait) {
-		prop, err := waitPropagation(ctx, c, resolver, zone, want)
-		plan.Propagation = prop
-		if err != nil {
-			_ = printPublish(c.App.Writer, c.Bool(flagJSON), plan, "applied at the provider, but not yet served everywhere")
+	target := rollover.Target{DNS: d, Deployer: probeOnly{prober: deploy.ResolverProber{Resolver: resolver, Host: host, Port: port, Timeout: 30 * time.Second}, host: host}}
+	engine := &rollover.Engine{Store: store, Clock: rollover.SystemClock{}, LockWait: 10 * time.Second,
+		Target: func(string) (rollover.Target, error) { return target, nil }}
+	if st, err := store.Load(host); err == nil && st.Status == rollover.StatusActive {
+		if st.Plan != rollover.PlanPublish {
+			return &exitError{code: exitRefused, err: fmt.Errorf("refused: a %s rollover of %s is active (step %s) and would race this change; nothing was changed — let it finish (tlsactl rollover run) or abort it", st.Plan, plan.Host, st.CurrentStep())}
+		}
+		if _, err := engine.Abort(ctx, host); err != nil { // an earlier publish that never confirmed
 			return &exitError{code: exitChangeFailed, err: err}
 		}
-		msg = "applied; every authoritative server serves the new RRset"
 	}
-	return printPublish(c.App.Writer, c.Bool(flagJSON), plan, msg)
+	if _, err := engine.Start(ctx, rollover.StartRequest{Host: host, Port: port, Plan: rollover.PlanPublish, TTL: uint32(ttl),
+		Want: want.Records, Force: c.Bool(flagForce), Margin: cfg.Margin.Duration}); err != nil {
+		return &exitError{code: exitChangeFailed, err: fmt.Errorf("nothing was changed: %w", err)}
+	}
+	out, err := engine.Advance(ctx, host)
+	switch {
+	case errors.Is(err, rollover.ErrUnsafe):
+		plan.Safety = "refused"
+		_ = printPublish(c.App.Writer, c.Bool(flagJSON), plan, "")
+		return &exitError{code: exitRefused, err: err}
+	case err != nil && out.State != nil && publishApplied(out.State):
+		plan.Applied = true
+		if !c.Bool(flagWait) {
+			return printPublish(c.App.Writer, c.Bool(flagJSON), plan, "applied at the provider; not yet confirmed at every authoritative server ('tlsactl rollover run' confirms it)")
+		}
+		_ = printPublish(c.App.Writer, c.Bool(flagJSON), plan, "applied at the provider, but not yet served everywhere")
+		return &exitError{code: exitChangeFailed, err: err}
+	case err != nil:
+		return &exitError{code: exitChangeFailed, err: fmt.Errorf("provider %s: the change was not applied: %w", provName, err)}
+	}
+	plan.Applied = true
+	return printPublish(c.App.Writer, c.Bool(flagJSON), plan, "applied; every authoritative server serves the new RRset")
+}
+
+// publishApplied reports whether a publish plan got as far as the provider
+// call.
+func publishApplied(st *rollover.State) bool {
+	for _, e := range st.History {
+		if e.What == "published" {
+			return true
+		}
+	}
+	return false
+}
+
+// stateDirFor is the state directory: --state-dir, then the config's
+// state_dir, then /var/lib/tlsactl.
+func stateDirFor(c *cli.Context, cfg *config.Config) string {
+	if d := c.String(flagStateDir); d != "" {
+		return d
+	}
+	if cfg != nil && cfg.StateDir != "" {
+		return cfg.StateDir
+	}
+	return "/var/lib/tlsactl"
 }
 
 func publishAction(c *cli.Context) (string, error) {
@@ -484,44 +555,3 @@ func printPublish(w io.Writer, asJSON bool, p publishPlan, msg string) error {
 	return err
 }
 
-// propagationJSON summarises a propagation wait per server address.
-type propagationJSON struct {
-	Converged bool                  `json:"converged"`
-	Servers   []propagationAddrJSON `json:"servers"`
-}
-
-type propagationAddrJSON struct {
-	Server    string `json:"server"`
-	Address   string `json:"address"`
-	Converged bool   `json:"converged"`
-	Serial    uint32 `json:"serial,omitempty"`
-	TTL       int64  `json:"ttl"`
-	Status    string `json:"status"`
-}
-
-// waitPropagation waits until every authoritative server of zone (or each
-// --auth-server) serves exactly want, and summarises what each one served.
-func waitPropagation(ctx context.Context, c *cli.Context, r *dnsx.Resolver, zone string, want providers.RRSet) (json.RawMessage, error) {
-	var servers []providers.AuthServer
-	var err error
-	if list := c.StringSlice(flagAuthServer); len(list) > 0 {
-		servers, err = providers.ExplicitServers(list)
-	} else {
-		servers, err = providers.AuthServers(ctx, r, zone, c.Int(flagAuthPort))
-	}
-	if err != nil {
-		return nil, fmt.Errorf("finding the authoritative servers of %s: %w (give --auth-server HOST:PORT)", zone, err)
-	}
-	prop, err := providers.WaitPropagated(ctx, servers, want, providers.PropagationOptions{
-		Timeout: c.Duration(flagTimeout), Interval: time.Second, Zone: zone,
-	})
-	out := propagationJSON{Converged: err == nil}
-	for _, a := range prop.Addrs {
-		out.Servers = append(out.Servers, propagationAddrJSON{
-			Server: a.Server, Address: a.Addr.String(), Converged: a.Converged, Serial: a.Serial,
-			TTL: int64(a.TTL / time.Second), Status: a.Describe(want),
-		})
-	}
-	b, _ := json.Marshal(out)
-	return b, err
-}

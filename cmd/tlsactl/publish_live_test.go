@@ -20,6 +20,12 @@ import (
 // TSIG-signed RFC 2136 updates), a validating Unbound and a STARTTLS server,
 // through the NCSC steps, and checks what the authoritative server serves
 // after each step.
+// knotAddrPort is the port of "ip:port".
+func knotAddrPort(addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
+	return port
+}
+
 func TestPublishLive(t *testing.T) {
 	knot := testbed.NewKnot(t, testbed.KnotConfig{Zones: []testbed.Zone{{Name: "pub.test.", Signed: true, Records: []string{"mx 60 IN A 127.0.0.1"}}}})
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
@@ -84,14 +90,15 @@ func TestPublishLive(t *testing.T) {
 	}
 	sorted := func(s ...string) []string { slices.Sort(s); return s }
 	base := []string{"publish", "--provider", "rfc2136", "--server", knot.Addr, "--tsig-key-file", keyFile,
-		"--resolver", unbound.Addr, "--host", "mx.pub.test", "--port", port, "--ttl", "60"}
+		"--resolver", unbound.Addr, "--host", "mx.pub.test", "--port", port, "--ttl", "60",
+		"--state-dir", t.TempDir(), "--auth-port", knotAddrPort(knot.Addr)}
 	pub := func(args ...string) (string, string, int) {
 		return runCLI(t, "", append(slices.Clone(base), args...)...)
 	}
 
 	// 1. The NCSC pair: 3 1 1 of the server and 2 1 1 of the issuing CA. The
 	// zone is found by walking up to the SOA.
-	out, errOut, code := pub("--set", "--certificate", leafPEM, "--record", rec(chain.Intermediate, tlsa.DANETA), "--wait", "--auth-server", knot.Addr)
+	out, errOut, code := pub("--set", "--certificate", leafPEM, "--record", rec(chain.Intermediate, tlsa.DANETA), "--wait")
 	if code != 0 {
 		t.Fatalf("set: exit %d\n%s%s", code, out, errOut)
 	}

@@ -8,12 +8,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/miekg/dns"
 	"github.com/tlsactl/tlsactl/internal/config"
 	"github.com/tlsactl/tlsactl/internal/deploy"
 	"github.com/tlsactl/tlsactl/internal/dnsx"
@@ -59,9 +59,13 @@ func createRollover() *cli.Command {
    key-prepublish  publish the next key's 3 1 1, wait a TTL, deploy the certificate on that
                    key, retire the old 3 1 1 (RFC 7671 §8.1).
 
-Before every DNS change and every certificate swap tlsactl checks that every RRset a
-resolver may still hold matches every chain the server may serve; an unsafe action is
-refused with the time it becomes safe. State is kept per host in the state directory
+Before every DNS change and every certificate swap tlsactl observes the TLSA RRset at the
+provider, at every authoritative server (NS set plus auth_servers) and at the resolver, and
+records it in the owner's ledger (state_dir/_ledger/). It then checks that every RRset a
+resolver may still hold — by the ledger: until its successor was served everywhere, plus its
+TTL as served, plus the margin — matches every chain the server may serve; an unsafe action
+waits for the time it becomes safe or is refused. A record the plan published that someone
+else removed is published again, and the TTL wait starts again ("stepped back" in status). State is kept per host in the state directory
 (atomic writes, mode 0600, one process per host by lock): a crash resumes where it stopped.
 
 EXIT CODES:
@@ -120,6 +124,12 @@ type rolloverEnv struct {
 	resolver *dnsx.Resolver
 	store    *rollover.FileStore
 	engine   *rollover.Engine
+	targets  map[string]cachedTarget
+}
+
+type cachedTarget struct {
+	t  rollover.Target
+	at time.Time
 }
 
 func newRolloverEnv(c *cli.Context) (*rolloverEnv, error) {
@@ -183,7 +193,18 @@ func (env *rolloverEnv) host(name string) (*config.Host, error) {
 	return h, nil
 }
 
-// target builds the real DNS and deployer for a configured host.
+// margin is the configured margin added to every TTL wait (default 1 min).
+func (env *rolloverEnv) margin() time.Duration {
+	if env.cfg.Margin.Duration == 0 {
+		return time.Minute
+	}
+	return env.cfg.Margin.Duration
+}
+
+// target builds the real DNS and deployer for a configured host, and its
+// peers: the other hosts on the same deploy target (shared certificate
+// files, or a shared address and port), whose ledgers every deploy is
+// checked against.
 func (env *rolloverEnv) target(host string) (rollover.Target, error) {
 	h, err := env.host(host)
 	if err != nil {
@@ -192,6 +213,103 @@ func (env *rolloverEnv) target(host string) (rollover.Target, error) {
 	if !h.Deploy.Configured() {
 		return rollover.Target{}, fmt.Errorf("host %s has no [host.deploy] section: tlsactl cannot install its certificate", strings.TrimSuffix(h.Name, "."))
 	}
+	t, err := env.hostTarget(h)
+	if err != nil {
+		return rollover.Target{}, err
+	}
+	peers, err := env.peers(h)
+	if err != nil {
+		return rollover.Target{}, err
+	}
+	for _, p := range peers {
+		pt, err := env.hostTarget(p)
+		if err != nil {
+			return rollover.Target{}, fmt.Errorf("%s shares its deploy target with %s: %w", strings.TrimSuffix(h.Name, "."), strings.TrimSuffix(p.Name, "."), err)
+		}
+		t.Peers = append(t.Peers, rollover.Peer{Host: p.Name, DNS: pt.DNS, Deployer: pt.Deployer})
+	}
+	// Hosts whose TLSA owner is this one's (CNAMEs to one shared RRset):
+	// a change of the RRset must keep matching what they serve.
+	for i := range env.cfg.Hosts {
+		o := &env.cfg.Hosts[i]
+		if o == h {
+			continue
+		}
+		ot, err := env.hostTarget(o)
+		if err != nil {
+			continue // its own commands say what is wrong with it
+		}
+		if ot.DNS.Owner() == t.DNS.Owner() {
+			t.Sharing = append(t.Sharing, rollover.Peer{Host: o.Name, DNS: ot.DNS, Deployer: ot.Deployer})
+		}
+	}
+	return t, nil
+}
+
+// peers returns the other hosts on h's deploy target: those that share its
+// certificate files (config.SharedTarget), and those that resolve to one of
+// its addresses on the same port (one server serves both names). Hosts that
+// share an address but not their files cannot be proven safe: refused.
+func (env *rolloverEnv) peers(h *config.Host) ([]*config.Host, error) {
+	out := env.cfg.SharedTarget(h)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var mine []string
+	for i := range env.cfg.Hosts {
+		o := &env.cfg.Hosts[i]
+		if o == h || o.Port != h.Port || slices.Contains(out, o) {
+			continue
+		}
+		if mine == nil {
+			mine = addrsOf(ctx, env.resolver, h.Name)
+		}
+		theirs := addrsOf(ctx, env.resolver, o.Name)
+		for _, a := range theirs {
+			if !slices.Contains(mine, a) {
+				continue
+			}
+			if o.Deploy.Configured() {
+				return nil, fmt.Errorf("[[host]] %s and %s share the address %s (port %d) but not their certificate files: one server serves both names, so a deploy to one changes the other; give both the same key_file and chain_file", strings.TrimSuffix(h.Name, "."), strings.TrimSuffix(o.Name, "."), a, h.Port)
+			}
+			out = append(out, o)
+			break
+		}
+	}
+	return out, nil
+}
+
+// addrsOf returns host's addresses as text (none when the lookup fails).
+func addrsOf(ctx context.Context, r *dnsx.Resolver, host string) []string {
+	out := []string{}
+	res, _ := r.LookupAddrs(ctx, host)
+	if res != nil {
+		for _, a := range res.Addrs {
+			out = append(out, a.String())
+		}
+	}
+	return out
+}
+
+// hostTarget builds one host's DNS (the TLSA owner senders query, after
+// CNAMEs) and deployer.
+func (env *rolloverEnv) hostTarget(h *config.Host) (rollover.Target, error) {
+	// Built at most once a minute: a long `rollover run --wait` still
+	// notices a CNAME that changed.
+	key := fmt.Sprintf("%s:%d", h.Name, h.Port)
+	if c, ok := env.targets[key]; ok && time.Since(c.at) < time.Minute {
+		return c.t, nil
+	}
+	t, err := env.buildHostTarget(h)
+	if err == nil {
+		if env.targets == nil {
+			env.targets = map[string]cachedTarget{}
+		}
+		env.targets[key] = cachedTarget{t: t, at: time.Now()}
+	}
+	return t, err
+}
+
+func (env *rolloverEnv) buildHostTarget(h *config.Host) (rollover.Target, error) {
 	if env.cfg.Provider.Name == "" {
 		return rollover.Target{}, errors.New("the configuration has no [provider]")
 	}
@@ -199,33 +317,54 @@ func (env *rolloverEnv) target(host string) (rollover.Target, error) {
 	if err != nil {
 		return rollover.Target{}, err
 	}
-	owner, _ := tlsa.OwnerName(strconv.Itoa(h.Port), "tcp", h.Name)
-	zone := h.Zone
-	if zone == "" {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if zone, err = providers.FindZone(ctx, env.resolver, owner); err != nil {
-			return rollover.Target{}, fmt.Errorf("finding the zone of %s: %w (set zone in the configuration)", owner, err)
-		}
-	}
-	d := &targets.ProviderDNS{
-		Provider: prov, Zone: dns.Fqdn(zone), Owner: owner, Port: uint16(h.Port), Host: h.Name, Resolver: env.resolver,
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d, err := targets.Resolve(ctx, targets.Config{
+		Provider: prov, Zone: h.Zone, Host: h.Name, Port: h.Port, Resolver: env.resolver,
 		AuthServers: h.AuthServers, AuthPort: h.AuthPort,
 		// A lagging server fails the step after this; the next run retries.
 		Propagation: providers.PropagationOptions{Interval: time.Second, Timeout: 2 * time.Minute},
-	}
-	km, _ := strconv.ParseUint(orDefault(h.Deploy.KeyMode, "0600"), 8, 32)
-	cm, _ := strconv.ParseUint(orDefault(h.Deploy.CertMode, "0644"), 8, 32)
-	dep, err := deploy.New(deploy.Config{
-		Host: h.Name, Port: h.Port, KeyFile: h.Deploy.KeyFile, ChainFile: h.Deploy.ChainFile, CertFile: h.Deploy.CertFile,
-		KeyMode: os.FileMode(km), CertMode: os.FileMode(cm), Owner: h.Deploy.Owner, Group: h.Deploy.Group,
-		Reload: h.Deploy.Reload, ReloadTimeout: h.Deploy.ReloadTimeout.Duration, ProbeTimeout: h.Deploy.ProbeTimeout.Duration,
-		Prober: deploy.ResolverProber{Resolver: env.resolver, Host: h.Name, Port: h.Port, Timeout: 30 * time.Second},
 	})
 	if err != nil {
 		return rollover.Target{}, err
 	}
+	km, _ := strconv.ParseUint(orDefault(h.Deploy.KeyMode, "0600"), 8, 32)
+	cm, _ := strconv.ParseUint(orDefault(h.Deploy.CertMode, "0644"), 8, 32)
+	var dep rollover.Deployer
+	if h.Deploy.Configured() {
+		fd, err := deploy.New(deploy.Config{
+			Host: h.Name, Port: h.Port, KeyFile: h.Deploy.KeyFile, ChainFile: h.Deploy.ChainFile, CertFile: h.Deploy.CertFile,
+			KeyMode: os.FileMode(km), CertMode: os.FileMode(cm), Owner: h.Deploy.Owner, Group: h.Deploy.Group,
+			Reload: h.Deploy.Reload, ReloadTimeout: h.Deploy.ReloadTimeout.Duration, ProbeTimeout: h.Deploy.ProbeTimeout.Duration,
+			Prober: deploy.ResolverProber{Resolver: env.resolver, Host: h.Name, Port: h.Port, Timeout: 30 * time.Second},
+		})
+		if err != nil {
+			return rollover.Target{}, err
+		}
+		dep = fd
+	} else {
+		dep = probeOnly{prober: deploy.ResolverProber{Resolver: env.resolver, Host: h.Name, Port: h.Port, Timeout: 30 * time.Second}, host: h.Name}
+	}
 	return rollover.Target{DNS: d, Deployer: dep}, nil
+}
+
+// probeOnly is the deployer of a host tlsactl does not install certificates
+// on (no [host.deploy]): it can tell what is served, nothing more.
+type probeOnly struct {
+	prober deploy.ResolverProber
+	host   string
+}
+
+func (p probeOnly) Served(ctx context.Context) ([][]*x509.Certificate, error) {
+	return p.prober.Served(ctx)
+}
+
+func (p probeOnly) Snapshot(context.Context) (rollover.Material, error) {
+	return rollover.Material{}, nil
+}
+
+func (p probeOnly) Deploy(context.Context, rollover.Material, rollover.Material) error {
+	return fmt.Errorf("host %s has no [host.deploy] section: tlsactl cannot install its certificate", strings.TrimSuffix(p.host, "."))
 }
 
 func orDefault(s, d string) string {
@@ -466,8 +605,29 @@ func printStatus(w io.Writer, all []statusJSON) error {
 		if s.LastError != "" {
 			fmt.Fprintf(&b, "  last error: %s\n", oneLine(s.LastError))
 		}
-		if len(s.Versions) > 0 {
-			fmt.Fprintf(&b, "  current RRset (TTL %d): %s\n", s.Versions[len(s.Versions)-1].TTL, strings.Join(s.Versions[len(s.Versions)-1].Records, ", "))
+		if s.Owner != "" {
+			fmt.Fprintf(&b, "  ledger of %s (what the name held, written or observed):\n", s.Owner)
+		}
+		now := time.Now()
+		for _, v := range s.Versions {
+			state := "current"
+			switch {
+			case !v.Superseded.IsZero() && now.Before(v.CachedUntil(time.Duration(s.Margin))):
+				state = "cached until " + v.CachedUntil(time.Duration(s.Margin)).UTC().Format(time.RFC3339)
+			case !v.Superseded.IsZero():
+				state = "gone"
+			case v.Confirmed.IsZero():
+				state = "not confirmed"
+			}
+			who := v.Writer
+			if who == "" {
+				who = "observed"
+			}
+			recs := strings.Join(v.Records, ", ")
+			if recs == "" {
+				recs = "(no TLSA)"
+			}
+			fmt.Fprintf(&b, "    %-14s TTL %-5d since %s, %s: %s\n", state, v.TTL, v.Since().UTC().Format(time.RFC3339), who, recs)
 		}
 		for _, e := range s.History {
 			fmt.Fprintf(&b, "  %s %-22s %-16s %s\n", e.At.UTC().Format(time.RFC3339), e.Step, e.What, oneLine(e.Detail))

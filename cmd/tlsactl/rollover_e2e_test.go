@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -100,6 +101,15 @@ func newRoBedWith(t *testing.T, knot *testbed.Knot, zone string, auth []string) 
 	return b
 }
 
+// knotPort is the port of the zone's NS set (ns.<zone> A 127.0.0.1, or the
+// NameServers of the zone): auth_servers add to the NS set, so tlsactl must
+// reach it there.
+func (b *roBed) knotPort() int {
+	_, port, _ := strings.Cut(b.knot.Addr, ":")
+	p, _ := strconv.Atoi(port)
+	return p
+}
+
 // buildTlsactl builds the tlsactl binary into a temporary directory.
 func buildTlsactl(t *testing.T) string {
 	t.Helper()
@@ -175,10 +185,35 @@ func (b *roBed) newRoHost(t *testing.T, label string, ttl int, postfixExtra ...s
 	}
 	h.waitKnot(roSorted(roRec(h.initial.Leaf, tlsa.DANEEE), roRec(h.initial.Intermediate, tlsa.DANETA)))
 	h.waitServes(h.initial)
+	h.seedLedger(ttl, add)
 	h.cfg = roCfg{keyFile: b.keyFile, reload: []string{b.postfix, "-c", h.pf.Dir, "reload"}, probeTimeout: "30s", ttl: ttl, margin: "1s"}
 	h.writeConfig(h.cfg)
 	h.startProbe()
 	return h
+}
+
+// seedLedger records in the host's ledger that a check timer has watched
+// the initial RRset for an hour, as it would on a host tlsactl has managed
+// for a while: the RRset before it is then out of every cache. (Tests of a
+// name tlsactl sees for the first time skip this.)
+func (h *roHost) seedLedger(ttl int, rrs []dns.RR) {
+	h.t.Helper()
+	store, err := rollover.NewFileStore(h.stateDir)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var recs []tlsa.Record
+	for _, rr := range rrs {
+		r, err := tlsa.ParseRecord(strings.TrimPrefix(rr.String(), rr.Header().String()))
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		recs = append(recs, r)
+	}
+	s := rollover.Sighting{Kind: rollover.SourceAuthoritative, Source: "auth seed (a check timer)", Records: recs, TTL: uint32(ttl)}
+	if _, _, err := rollover.Record(h.b.ctx, store, h.owner, []rollover.Sighting{s}, 0, time.Now().Add(-time.Hour)); err != nil {
+		h.t.Fatal(err)
+	}
 }
 
 func (h *roHost) writeConfig(c roCfg) {
@@ -206,6 +241,7 @@ port = %d
 zone = %q
 ttl = %d
 auth_servers = %s
+auth_port = %d
 
 [host.deploy]
 key_file = %q
@@ -213,7 +249,7 @@ chain_file = %q
 reload = %s
 reload_timeout = "30s"
 probe_timeout = %q
-`, h.b.unbound.Addr, h.stateDir, c.margin, h.b.knot.Addr, c.keyFile, h.name, h.pf.Port, h.b.zone, c.ttl, q(h.b.authAddr),
+`, h.b.unbound.Addr, h.stateDir, c.margin, h.b.knot.Addr, c.keyFile, h.name, h.pf.Port, h.b.zone, c.ttl, q(h.b.authAddr), h.b.knotPort(),
 		h.keyPath, h.chainPath, q(c.reload), c.probeTimeout)
 	roWrite(h.t, h.cfgPath, []byte(text), 0o600)
 }

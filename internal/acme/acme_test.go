@@ -13,8 +13,10 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -56,7 +58,9 @@ func TestEmbeddedObtainDNS01(t *testing.T) {
 	}
 	res := &dnsx.Resolver{Addr: ub.Addr, Timeout: 3 * time.Second}
 	var steps []string
-	solver := &DNSSolver{Provider: prov, Resolver: res, AuthServers: []string{knot.Addr}, TTL: 5 * time.Second,
+	_, knotPort, _ := net.SplitHostPort(knot.Addr)
+	authPort, _ := strconv.Atoi(knotPort)
+	solver := &DNSSolver{Provider: prov, Resolver: res, AuthServers: []string{knot.Addr}, AuthPort: authPort, TTL: 5 * time.Second,
 		PropagationTimeout: 30 * time.Second, Interval: 200 * time.Millisecond,
 		Logf: func(f string, a ...any) { steps = append(steps, strings.TrimSpace(strings.Split(f, " ")[0])) }}
 	state := t.TempDir()

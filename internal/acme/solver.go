@@ -41,8 +41,10 @@ type DNSSolver struct {
 	Zone string
 	// Resolver is the validating resolver for FindZone and the zone's NS set.
 	Resolver *dnsx.Resolver
-	// AuthServers ("ip:port"), when set, are the servers the record must
-	// reach instead of the zone's NS set; AuthPort is the NS set's port (53).
+	// AuthServers ("ip:port") are servers the record must reach besides
+	// the zone's NS set (providers.ServersFor), e.g. a hidden primary;
+	// AuthPort is the NS set's port (53). Without a Resolver only
+	// AuthServers are asked.
 	AuthServers []string
 	AuthPort    int
 	// TTL of the TXT record (default 60 s).
@@ -189,16 +191,10 @@ func (s *DNSSolver) CleanUp(domain, _, keyAuth string) error {
 	return nil
 }
 
+// servers are the zone's NS set and the configured AuthServers (a hidden
+// primary adds to the NS set; the CA asks the NS set), each address once.
 func (s *DNSSolver) servers(ctx context.Context, zone string) ([]netip.AddrPort, error) {
-	var list []providers.AuthServer
-	var err error
-	if len(s.AuthServers) > 0 {
-		list, err = providers.ExplicitServers(s.AuthServers)
-	} else if s.Resolver != nil {
-		list, err = providers.AuthServers(ctx, s.Resolver, zone, s.AuthPort)
-	} else {
-		err = errors.New("no resolver to find the zone's name servers")
-	}
+	list, err := providers.ServersFor(ctx, s.Resolver, zone, s.AuthPort, s.AuthServers)
 	if err != nil {
 		return nil, fmt.Errorf("authoritative servers of %s: %w", zone, err)
 	}

@@ -86,7 +86,10 @@ type HostReport struct {
 
 // TLSAReport is the TLSA RRset of a host as the validating resolver gave it.
 type TLSAReport struct {
-	Name    string   `json:"name"`
+	Name string `json:"name"`
+	// Owner is the RRset's real owner after CNAME expansion (the name a
+	// shared RRset lives at); Name when there is no CNAME.
+	Owner   string   `json:"owner,omitempty"`
 	Status  string   `json:"dnssec"` // secure, insecure, bogus, failed, or nxdomain/nodata status
 	Present bool     `json:"present"`
 	Records []string `json:"records,omitempty"`
@@ -250,6 +253,10 @@ func evaluateHost(h HostObservation, p Policy) (HostReport, []Finding) {
 		}
 	case h.TLSA != nil:
 		hr.TLSA.Name, hr.TLSA.Status, hr.TLSA.TTL, hr.TLSA.Present = h.TLSA.Name, h.TLSA.Status.String(), h.TLSA.TTL, len(h.TLSA.Records) > 0
+		hr.TLSA.Owner = h.TLSA.Canonical
+		if hr.TLSA.Owner == "" {
+			hr.TLSA.Owner = h.TLSA.Name
+		}
 		for _, r := range h.TLSA.Records {
 			rec := tlsa.Record{Usage: tlsa.Usage(r.Usage), Selector: tlsa.Selector(r.Selector), MatchingType: tlsa.MatchingType(r.MatchingType), Data: r.Data}
 			recs = append(recs, rec)

@@ -135,7 +135,10 @@ func Load(path string) (*Config, error) {
 	return Parse(b, path)
 }
 
-// Parse reads configuration text; source names it in errors.
+// Parse reads configuration text; source names it in errors. Besides each
+// host's own settings it checks that hosts sharing certificate files share
+// all of them (see SharedTarget); that check reads the file system to follow
+// symbolic links.
 func Parse(b []byte, source string) (*Config, error) {
 	var c Config
 	md, err := toml.NewDecoder(bytes.NewReader(b)).Decode(&c)
@@ -207,6 +210,9 @@ func Parse(b []byte, source string) (*Config, error) {
 			return nil, fmt.Errorf("%w: %s: host %s port %d is listed twice", ErrConfig, source, h.Name, h.Port)
 		}
 		seen[key] = true
+	}
+	if err := checkTargets(c.Hosts, source); err != nil {
+		return nil, err
 	}
 	for _, k := range sortedKeys(c.Provider.Settings) {
 		if isSecretKey(k) {

@@ -1,7 +1,9 @@
 // Package deploy installs a certificate chain and key on a mail server:
 // FileDeployer writes the files the server reads, runs its reload command and
-// probes until the new chain is served, restoring the previous files (and
-// reloading again) on any failure. It implements rollover.Deployer.
+// probes until the new chain is served, putting back the previous files (and
+// reloading again) on any failure: those from before the rollover when the
+// engine passes them (see FileDeployer.Snapshot), else those it found. It
+// implements rollover.Deployer.
 //
 // # What the server may see while the files are swapped
 //
@@ -26,6 +28,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -58,11 +61,11 @@ var (
 	// touched.
 	ErrInvalidMaterial = errors.New("invalid material")
 	// ErrReloadFailed: the reload command failed or timed out; the previous
-	// files were restored.
+	// files were restored (see FileDeployer.Deploy for which).
 	ErrReloadFailed = errors.New("reload command failed")
 	// ErrNotServed: not every address served the new leaf within
 	// ProbeTimeout (or the context ended first); the previous files were
-	// restored.
+	// restored (see FileDeployer.Deploy for which).
 	ErrNotServed = errors.New("new certificate not served")
 )
 
@@ -203,11 +206,28 @@ func (d *FileDeployer) Served(ctx context.Context) ([][]*x509.Certificate, error
 
 // Deploy validates m, installs it, runs the reload command and waits until
 // every address serves m's leaf. Invalid material is refused (ErrInvalidMaterial)
-// before any file is touched. If the reload command fails (ErrReloadFailed)
-// or the new leaf is not served in time (ErrNotServed, also when ctx ends),
-// the previous files are restored and the reload command is run again under
-// a fresh ReloadTimeout, even if ctx was cancelled; the error says so.
-func (d *FileDeployer) Deploy(ctx context.Context, m rollover.Material) error {
+// before any file is touched, as is a restore that cannot be written (see
+// below). If the reload command fails (ErrReloadFailed) or the new leaf is not
+// served in time (ErrNotServed, also when ctx ends), the files are put back
+// and the reload command is run again under a fresh ReloadTimeout, even if ctx
+// was cancelled; the error says what was put back.
+//
+// What is put back: restore, when restore.ChainPEM is not empty — the
+// material from before the rollover, as Snapshot read it and the engine kept
+// it: its key and chain bytes exactly, and the leaf of its chain in CertFile
+// when one is configured, with the configured modes and owner (else the
+// owner of the file found), written atomically like a deploy. This is what a
+// deploy resumed after a crash must do: the files may already hold m (the
+// crash came between the rename and the reload), and putting back what this
+// call found would make m stick. With an empty restore (the first deploy,
+// or a caller without a snapshot), the files as this call found them are put
+// back, and files that did not exist are removed. The *.tlsactl-prev backups
+// written before the files are replaced hold the same material.
+//
+// A failure writing the new files before any was replaced leaves the files
+// as they were, unless restore is given and they do not hold it: then
+// restore is written and the server reloaded, as for a failed reload.
+func (d *FileDeployer) Deploy(ctx context.Context, m rollover.Material, restore rollover.Material) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 
@@ -226,39 +246,79 @@ func (d *FileDeployer) Deploy(ctx context.Context, m rollover.Material) error {
 	if err != nil {
 		return fmt.Errorf("deploy: reading the current files (nothing was changed): %w", err)
 	}
-	if err := backup(prev); err != nil {
-		return fmt.Errorf("deploy: backing up the current files (the certificate files were not changed): %w", err)
+	// back is what a failure puts back, what describes it.
+	back, what := prev, "the previous certificate files (as this deploy found them) were restored"
+	if len(restore.ChainPEM) > 0 {
+		if back, err = d.restoreStates(restore, prev); err != nil {
+			return err
+		}
+		what = "the certificate files from before the rollover were restored" + restoredLeaf(restore.ChainPEM)
+	}
+	// unchanged reports a failure that replaced no file: nothing to undo
+	// when the files hold back already, else back is written.
+	unchanged := func(cause error) error {
+		if sameContent(prev, back) {
+			return fmt.Errorf("deploy: %w (the certificate files were not changed)", cause)
+		}
+		return d.rollback(ctx, back, what, cause)
+	}
+	if err := backup(back); err != nil {
+		return unchanged(fmt.Errorf("backing up the current files: %w", err))
 	}
 	if renamed, err := d.install(files, prev); err != nil {
 		if !renamed {
-			return fmt.Errorf("deploy: writing the new files (the certificate files were not changed): %w", err)
+			return unchanged(fmt.Errorf("writing the new files: %w", err))
 		}
-		if rerr := restore(prev); rerr != nil {
+		if len(restore.ChainPEM) > 0 {
+			// The files found need not be what the server loaded last
+			// (a crash): make it load what is put back.
+			return d.rollback(ctx, back, what, fmt.Errorf("writing the new files: %w", err))
+		}
+		if rerr := putBack(back); rerr != nil {
 			return fmt.Errorf("deploy: writing the new files: %w; restoring the previous files also failed: %v: put back the *%s copies by hand", err, rerr, backupSuffix)
 		}
-		return fmt.Errorf("deploy: writing the new files: %w; the previous files were restored, nothing was reloaded", err)
+		return fmt.Errorf("deploy: writing the new files: %w; %s, nothing was reloaded", err, what)
 	}
 	if err := d.reload(ctx); err != nil {
-		return d.rollback(ctx, prev, fmt.Errorf("%w: %q: %w", ErrReloadFailed, strings.Join(d.cfg.Reload, " "), err))
+		return d.rollback(ctx, back, what, fmt.Errorf("%w: %q: %w", ErrReloadFailed, strings.Join(d.cfg.Reload, " "), err))
 	}
 	if err := d.waitServed(ctx, mat.Leaf); err != nil {
-		return d.rollback(ctx, prev, err)
+		return d.rollback(ctx, back, what, err)
 	}
 	return nil
 }
 
-// rollback restores the previous files, reloads again (best effort, under a
-// fresh bounded context) and returns cause with the outcome.
-func (d *FileDeployer) rollback(ctx context.Context, prev []fileState, cause error) error {
-	if err := restore(prev); err != nil {
-		return fmt.Errorf("deploy: %w; RESTORING the previous files FAILED: %v: the server has the new files; put back the *%s copies by hand and reload", cause, err, backupSuffix)
+// restoredLeaf names the leaf of chainPEM for messages: " (leaf …)", or ""
+// when it does not parse.
+func restoredLeaf(chainPEM []byte) string {
+	for rest := chainPEM; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			return ""
+		}
+		if b.Type == "CERTIFICATE" {
+			c, err := x509.ParseCertificate(b.Bytes)
+			if err != nil {
+				return ""
+			}
+			return " (leaf " + describe(c) + ")"
+		}
+	}
+}
+
+// rollback writes back (the material to put back), reloads again (best
+// effort, under a fresh bounded context) and returns cause with the outcome;
+// what says what was put back.
+func (d *FileDeployer) rollback(ctx context.Context, back []fileState, what string, cause error) error {
+	if err := putBack(back); err != nil {
+		return fmt.Errorf("deploy: %w; RESTORING the certificate files FAILED: %v: the server may read the new files; put back the *%s copies by hand and reload", cause, err, backupSuffix)
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.ReloadTimeout)
 	defer cancel()
 	if err := d.reload(rctx); err != nil {
-		return fmt.Errorf("deploy: %w; the previous certificate files were restored but reloading them failed too (%v): reload the server by hand", cause, err)
+		return fmt.Errorf("deploy: %w; %s but reloading them failed too (%v): reload the server by hand", cause, what, err)
 	}
-	return fmt.Errorf("deploy: %w; the previous certificate was restored and the server reloaded", cause)
+	return fmt.Errorf("deploy: %w; %s and the server reloaded", cause, what)
 }
 
 // reload runs the reload command under ReloadTimeout. The error does not

@@ -170,7 +170,7 @@ func TestDeploySuccess(t *testing.T) {
 	// Loose modes on the old files: the configured modes must win.
 	write(t, s.chain, old.FullChainPEM(), 0o600)
 	d := mustNew(t, s.config(s.served(2), false))
-	if err := d.Deploy(context.Background(), material(renewed)); err != nil {
+	if err := d.Deploy(context.Background(), material(renewed), rollover.Material{}); err != nil {
 		t.Fatal(err)
 	}
 	assertFiles(t, s.key, s.chain, renewed.Leaf.KeyPEM, renewed.FullChainPEM())
@@ -239,7 +239,7 @@ func TestDeployInvalidMaterial(t *testing.T) {
 				return nil, errors.New("not called")
 			})
 			d := mustNew(t, s.config(p, false))
-			err := d.Deploy(context.Background(), tc.m)
+			err := d.Deploy(context.Background(), tc.m, rollover.Material{})
 			if !errors.Is(err, ErrInvalidMaterial) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want ErrInvalidMaterial with %q", err, tc.want)
 			}
@@ -280,7 +280,7 @@ func TestReloadFails(t *testing.T) {
 	renewed := testbed.MustChain(t, testbed.ChainOptions{Reuse: old})
 	s := newFakeServer(t, old)
 	d := mustNew(t, s.config(s.served(1), true))
-	err := d.Deploy(context.Background(), material(renewed))
+	err := d.Deploy(context.Background(), material(renewed), rollover.Material{})
 	if !errors.Is(err, ErrReloadFailed) || !strings.Contains(err.Error(), "fatal: bad config") || !strings.Contains(err.Error(), "restored") {
 		t.Fatalf("got %v", err)
 	}
@@ -302,7 +302,7 @@ func TestReloadTimeout(t *testing.T) {
 	cfg.ReloadTimeout = 200 * time.Millisecond
 	d := mustNew(t, cfg)
 	start := time.Now()
-	err := d.Deploy(context.Background(), material(renewed))
+	err := d.Deploy(context.Background(), material(renewed), rollover.Material{})
 	if !errors.Is(err, ErrReloadFailed) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("got %v", err)
 	}
@@ -330,7 +330,7 @@ func TestNotServed(t *testing.T) {
 	cfg.ProbeInterval = 50 * time.Millisecond
 	d := mustNew(t, cfg)
 	start := time.Now()
-	err := d.Deploy(context.Background(), material(renewed))
+	err := d.Deploy(context.Background(), material(renewed), rollover.Material{})
 	el := time.Since(start)
 	if !errors.Is(err, ErrNotServed) || !strings.Contains(err.Error(), "1 of 2 addresses") || !strings.Contains(err.Error(), "restored") {
 		t.Fatalf("got %v", err)
@@ -435,7 +435,7 @@ func TestCancelMidProbe(t *testing.T) {
 	cfg.ProbeTimeout = time.Minute
 	d := mustNew(t, cfg)
 	start := time.Now()
-	err := d.Deploy(ctx, material(renewed))
+	err := d.Deploy(ctx, material(renewed), rollover.Material{})
 	if !errors.Is(err, ErrNotServed) || !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "restored") {
 		t.Fatalf("got %v", err)
 	}
@@ -457,7 +457,7 @@ func TestCancelledBeforeStart(t *testing.T) {
 	d := mustNew(t, s.config(s.served(1), false))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := d.Deploy(ctx, material(renewed)); !errors.Is(err, context.Canceled) {
+	if err := d.Deploy(ctx, material(renewed), rollover.Material{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v", err)
 	}
 	assertFiles(t, s.key, s.chain, old.Leaf.KeyPEM, old.FullChainPEM())
@@ -480,7 +480,7 @@ func TestCombinedFile(t *testing.T) {
 	cfg.KeyFile, cfg.ChainFile, cfg.CertFile = combined, combined, leaf
 	cfg.Reload = []string{"sh", "-c", "echo reload >> " + s.log + " && cp " + leaf + " " + s.loaded}
 	d := mustNew(t, cfg)
-	if err := d.Deploy(context.Background(), material(renewed)); err != nil {
+	if err := d.Deploy(context.Background(), material(renewed), rollover.Material{}); err != nil {
 		t.Fatal(err)
 	}
 	want := append(append([]byte{}, renewed.Leaf.KeyPEM...), renewed.FullChainPEM()...)
@@ -507,7 +507,7 @@ func TestFirstDeployRestoreRemoves(t *testing.T) {
 	key, chain := filepath.Join(dir, "key.pem"), filepath.Join(dir, "chain.pem")
 	d := mustNew(t, Config{KeyFile: key, ChainFile: chain, Reload: []string{"false"},
 		Prober: proberFunc(func(context.Context) ([][]*x509.Certificate, error) { return nil, nil })})
-	err := d.Deploy(context.Background(), material(c))
+	err := d.Deploy(context.Background(), material(c), rollover.Material{})
 	if !errors.Is(err, ErrReloadFailed) {
 		t.Fatalf("got %v", err)
 	}
@@ -532,7 +532,7 @@ func TestSymlinkFollowed(t *testing.T) {
 	cfg := s.config(s.served(1), false)
 	cfg.ChainFile = link
 	d := mustNew(t, cfg)
-	if err := d.Deploy(context.Background(), material(renewed)); err != nil {
+	if err := d.Deploy(context.Background(), material(renewed), rollover.Material{}); err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
@@ -556,7 +556,7 @@ func TestOwner(t *testing.T) {
 	cfg := s.config(s.served(1), false)
 	cfg.Owner, cfg.Group = "1", "root"
 	d := mustNew(t, cfg)
-	if err := d.Deploy(context.Background(), material(renewed)); err != nil {
+	if err := d.Deploy(context.Background(), material(renewed), rollover.Material{}); err != nil {
 		t.Fatal(err)
 	}
 	owner := func(p string) (uint32, uint32) {
@@ -579,7 +579,7 @@ func TestOwner(t *testing.T) {
 	if err := os.Chown(s.chain, 3, 3); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Deploy(context.Background(), material(old)); err != nil {
+	if err := d.Deploy(context.Background(), material(old), rollover.Material{}); err != nil {
 		t.Fatal(err)
 	}
 	if u, g := owner(s.chain); u != 3 || g != 3 {

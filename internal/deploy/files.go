@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"bytes"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/tlsactl/tlsactl/rollover"
 )
 
 // backupSuffix names the on-disk copy of a file's previous content, written
@@ -31,8 +34,20 @@ type fileState struct {
 	uid, gid int
 }
 
-// plan returns the files to write, key first.
+// plan returns the files to write for p, key first.
 func (d *FileDeployer) plan(p *Parsed) ([]target, error) {
+	var chainPEM []byte
+	for _, c := range p.Chain {
+		chainPEM = append(chainPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return d.layout(p.KeyPEM, chainPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.Leaf.Raw}))
+}
+
+// layout returns the files that hold key, chain and leaf, key first: the key
+// file, the chain file unless it is the key file (then that one file holds
+// the key followed by the chain, with the key's mode), and the leaf-only file
+// when one is configured (leafPEM is ignored otherwise).
+func (d *FileDeployer) layout(keyPEM, chainPEM, leafPEM []byte) ([]target, error) {
 	keyPath, err := resolve(d.cfg.KeyFile)
 	if err != nil {
 		return nil, err
@@ -41,17 +56,13 @@ func (d *FileDeployer) plan(p *Parsed) ([]target, error) {
 	if err != nil {
 		return nil, err
 	}
-	var chainPEM []byte
-	for _, c := range p.Chain {
-		chainPEM = append(chainPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
 	var files []target
 	if keyPath == chainPath {
-		combined := append(append([]byte{}, p.KeyPEM...), chainPEM...)
+		combined := append(append([]byte{}, keyPEM...), chainPEM...)
 		files = append(files, target{path: keyPath, data: combined, mode: d.cfg.KeyMode})
 	} else {
 		files = append(files,
-			target{path: keyPath, data: p.KeyPEM, mode: d.cfg.KeyMode},
+			target{path: keyPath, data: keyPEM, mode: d.cfg.KeyMode},
 			target{path: chainPath, data: chainPEM, mode: d.cfg.CertMode})
 	}
 	if d.cfg.CertFile != "" {
@@ -62,10 +73,66 @@ func (d *FileDeployer) plan(p *Parsed) ([]target, error) {
 		if certPath == keyPath || certPath == chainPath {
 			return nil, fmt.Errorf("deploy: %s resolves to the key or chain file: give the leaf-only certificate its own file", d.cfg.CertFile)
 		}
-		files = append(files, target{path: certPath,
-			data: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.Leaf.Raw}), mode: d.cfg.CertMode})
+		files = append(files, target{path: certPath, data: leafPEM, mode: d.cfg.CertMode})
 	}
 	return files, nil
+}
+
+// restoreStates returns what the files must hold to put r back: r's key and
+// chain bytes as they are (byte for byte) and the leaf of r's chain, with the
+// configured modes, and the configured owner or else that of the file found
+// (prev, in the same order). An empty key (the key file did not exist before
+// the rollover) makes a file that is removed on restore. It fails, before
+// anything is touched, when a leaf-only file is configured and r's chain
+// holds no certificate.
+func (d *FileDeployer) restoreStates(r rollover.Material, prev []fileState) ([]fileState, error) {
+	var leafPEM []byte
+	if d.cfg.CertFile != "" {
+		rest := r.ChainPEM
+		for {
+			var b *pem.Block
+			if b, rest = pem.Decode(rest); b == nil {
+				break
+			}
+			if b.Type == "CERTIFICATE" {
+				leafPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: b.Bytes})
+				break
+			}
+		}
+		if leafPEM == nil {
+			return nil, fmt.Errorf("deploy: %w: the material to restore on failure holds no PEM certificate, so %s could not be restored: nothing was changed; pass the chain that was deployed before the rollover",
+				ErrInvalidMaterial, d.cfg.CertFile)
+		}
+	}
+	files, err := d.layout(r.KeyPEM, r.ChainPEM, leafPEM)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]fileState, len(files))
+	for i, f := range files {
+		uid, gid := d.uid, d.gid
+		if uid < 0 && prev[i].exists {
+			uid = prev[i].uid
+		}
+		if gid < 0 && prev[i].exists {
+			gid = prev[i].gid
+		}
+		out[i] = fileState{path: f.path, exists: len(f.data) > 0, data: f.data, mode: f.mode, uid: uid, gid: gid}
+	}
+	return out, nil
+}
+
+// sameContent reports whether the files found (a) already hold b.
+func sameContent(a, b []fileState) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].path != b[i].path || a[i].exists != b[i].exists || !bytes.Equal(a[i].data, b[i].data) {
+			return false
+		}
+	}
+	return true
 }
 
 // resolve makes path absolute and follows symbolic links; a path that does
@@ -154,8 +221,8 @@ func (d *FileDeployer) install(files []target, prev []fileState) (renamed bool, 
 	return n > 0, err
 }
 
-// restore puts the previous files back (removing those that did not exist).
-func restore(prev []fileState) error {
+// putBack writes the files of prev (removing those that did not exist).
+func putBack(prev []fileState) error {
 	var stage []staged
 	for _, p := range prev {
 		if !p.exists {

@@ -99,7 +99,7 @@ func TestLiveDeployRenewed(t *testing.T) {
 	l := startLivePostfix(t, old)
 	d := mustNew(t, l.config(l.reload()))
 	start := time.Now()
-	if err := d.Deploy(context.Background(), material(renewed)); err != nil {
+	if err := d.Deploy(context.Background(), material(renewed), rollover.Material{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("deployed and served in %s", time.Since(start).Round(time.Millisecond))
@@ -120,7 +120,7 @@ func TestLiveDeployRenewed(t *testing.T) {
 
 	// A second renewal with a new CA (CA migration) and an RSA key.
 	migrated := testbed.MustChain(t, testbed.ChainOptions{KeyType: testbed.RSA2048})
-	if err := d.Deploy(context.Background(), material(migrated)); err != nil {
+	if err := d.Deploy(context.Background(), material(migrated), rollover.Material{}); err != nil {
 		t.Fatal(err)
 	}
 	l.waitServed(t, migrated)
@@ -147,7 +147,7 @@ func TestLiveInvalidMaterial(t *testing.T) {
 		{"chain does not verify", rollover.Material{KeyPEM: good.Leaf.KeyPEM, ChainPEM: append(append([]byte{}, good.Leaf.PEM...), other.Intermediate.PEM...)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := d.Deploy(context.Background(), tc.m)
+			err := d.Deploy(context.Background(), tc.m, rollover.Material{})
 			if !errors.Is(err, ErrInvalidMaterial) {
 				t.Fatalf("got %v, want ErrInvalidMaterial", err)
 			}
@@ -166,7 +166,7 @@ func TestLiveReloadFails(t *testing.T) {
 	renewed := testbed.MustChain(t, testbed.ChainOptions{Reuse: old})
 	l := startLivePostfix(t, old)
 	d := mustNew(t, l.config([]string{"false"}))
-	err := d.Deploy(context.Background(), material(renewed))
+	err := d.Deploy(context.Background(), material(renewed), rollover.Material{})
 	if !errors.Is(err, ErrReloadFailed) || !strings.Contains(err.Error(), "restored") {
 		t.Fatalf("got %v", err)
 	}
@@ -187,7 +187,7 @@ func TestLiveNotServed(t *testing.T) {
 	cfg.ProbeTimeout = 1500 * time.Millisecond
 	d := mustNew(t, cfg)
 	start := time.Now()
-	err := d.Deploy(context.Background(), material(renewed))
+	err := d.Deploy(context.Background(), material(renewed), rollover.Material{})
 	if !errors.Is(err, ErrNotServed) || !strings.Contains(err.Error(), "restored") {
 		t.Fatalf("got %v", err)
 	}
@@ -227,7 +227,7 @@ func TestLiveCancelMidProbe(t *testing.T) {
 	cfg := l.config(l.reload())
 	cfg.Prober = &cancelWhenServed{inner: l.probe, leaf: renewed.Leaf.DER, cancel: cancel}
 	d := mustNew(t, cfg)
-	err := d.Deploy(ctx, material(renewed))
+	err := d.Deploy(ctx, material(renewed), rollover.Material{})
 	if !errors.Is(err, ErrNotServed) || !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "restored and the server reloaded") {
 		t.Fatalf("got %v", err)
 	}
@@ -269,7 +269,7 @@ func TestLiveResolverProber(t *testing.T) {
 	if err != nil || len(chains) != 1 || !bytes.Equal(chains[0][0].Raw, old.Leaf.DER) {
 		t.Fatalf("Served before: %d chains, %v", len(chains), err)
 	}
-	if err := d.Deploy(ctx, material(renewed)); err != nil {
+	if err := d.Deploy(ctx, material(renewed), rollover.Material{}); err != nil {
 		t.Fatal(err)
 	}
 	l.assertServesNow(t, renewed)

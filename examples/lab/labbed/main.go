@@ -17,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -162,6 +163,7 @@ func run(dir string, ttl int) error {
 		return err
 	}
 	cfgPath := filepath.Join(dir, "tlsactl.toml")
+	_, knotPort, _ := net.SplitHostPort(knot.Addr)
 	cfg := fmt.Sprintf(`# written by examples/lab/labbed
 resolver = %q
 state_dir = %q
@@ -177,7 +179,8 @@ name = %q
 port = %d
 zone = %q
 ttl = %d
-auth_servers = [%q]   # where propagation is checked (the zone's NS is not on port 53 here)
+auth_servers = [%q]   # also asked, besides the zone's NS set (a hidden primary)
+auth_port = %s        # the NS set (ns.<zone> A 127.0.0.1) is on Knot's port here, not 53
 
 [host.deploy]
 key_file = %q
@@ -185,7 +188,7 @@ chain_file = %q
 reload = ["postfix", "-c", %q, "reload"]
 reload_timeout = "30s"
 probe_timeout = "30s"
-`, resolver.Addr, filepath.Join(dir, "state"), knot.Addr, keyFile, host, pf.Port, zone, ttl, knot.Addr, keyPath, chainPath, pf.Dir)
+`, resolver.Addr, filepath.Join(dir, "state"), knot.Addr, keyFile, host, pf.Port, zone, ttl, knot.Addr, knotPort, keyPath, chainPath, pf.Dir)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return err
 	}
