@@ -14,5 +14,5 @@
 //   - [OwnerName] and [Record.Format] produce hash-slinger compatible lines.
 //   - [ParseRecord] and [ParseZone] read records from presentation text.
 //   - [Match] checks a served chain against a TLSA RRset with the SMTP rules of
-//     RFC 7672.
+//     RFC 7672, deciding as OpenSSL's DANE verifier (which Postfix uses) does.
 package tlsa

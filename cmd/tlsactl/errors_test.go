@@ -194,7 +194,7 @@ func TestMatchExitCodes(t *testing.T) {
 		{"none matches", []string{"3 1 1 " + zero, "2 1 1 " + f.eeHash}, 1, 0, 2,
 			[]string{"NO-MATCH 3 1 1 ", "NO-MATCH 2 1 1 ", "FAIL: none of 2 usable record(s) matches mail.example.nl (2 record(s) in all)"}},
 		{"only unusable", []string{"1 1 1 " + f.eeHash, "3 1 7 00"}, 1, 0, 0,
-			[]string{"UNUSABLE 1 1 1 ", "UNUSABLE 3 1 7 00", "FAIL: none of 0 usable record(s) matches mail.example.nl (2 record(s) in all)"}},
+			[]string{"UNUSABLE 1 1 1 ", "UNUSABLE 3 1 7 00", "FAIL: none of the 2 record(s) is usable for SMTP: senders then use mandatory TLS without authentication (RFC 7672 §2.2); publish a 3 1 1 and a 2 1 1 for mail.example.nl"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

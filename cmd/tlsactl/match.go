@@ -38,7 +38,8 @@ and expiry; 2 x x (DANE-TA) needs that CA certificate in the served chain (or, f
 
 EXIT CODES:
    0   at least one usable record matches (mail is delivered with DANE)
-   1   no usable record matches (DANE senders will defer mail to this host)
+   1   no usable record matches (DANE senders will defer mail to this host), or no record
+       is usable at all (senders then use mandatory TLS without authentication, RFC 7672 §2.2)
    2   bad input (chain or records unreadable); nothing checked
 
 EXAMPLES:
@@ -152,6 +153,8 @@ func printMatchText(w io.Writer, host string, res tlsa.Result) error {
 	}
 	n, u := res.MatchedCount(), res.UsableCount()
 	switch {
+	case u == 0:
+		fmt.Fprintf(&b, "FAIL: none of the %d record(s) is usable for SMTP: senders then use mandatory TLS without authentication (RFC 7672 §2.2); publish a 3 1 1 and a 2 1 1 for %s\n", len(res.Verdicts), strings.TrimSuffix(host, "."))
 	case n == 0:
 		fmt.Fprintf(&b, "FAIL: none of %d usable record(s) matches %s (%d record(s) in all)\n", u, strings.TrimSuffix(host, "."), len(res.Verdicts))
 	case n < u:

@@ -137,12 +137,12 @@ func Evaluate(domains []DomainObservation, hosts []HostObservation, p Policy) Re
 	add := func(f Finding) { rep.Findings = append(rep.Findings, f) }
 	hostDANE := map[string]bool{}
 	for _, h := range hosts {
-		hr, fs := evaluateHost(h, p)
+		hr, fs, dane := evaluateHost(h, p)
 		rep.Hosts = append(rep.Hosts, hr)
 		for _, f := range fs {
 			add(f)
 		}
-		hostDANE[h.Host] = hr.TLSA.Present && hr.TLSA.Status == dnsx.Secure.String()
+		hostDANE[h.Host] = dane
 	}
 	for _, d := range domains {
 		dr, fs := evaluateDomain(d, hostDANE)
@@ -189,7 +189,13 @@ func evaluateDomain(d DomainObservation, hostDANE map[string]bool) (DomainReport
 		return dr, fs
 	}
 	if d.MX.Status != dnsx.Secure {
-		f(Warning, "mx-insecure", "the MX RRset is not DNSSEC-signed: senders do not use DANE for this domain (RFC 7672 §2.2.1); sign the zone")
+		// RFC 7672 §2.2.1: an insecure MX RRset does not switch DANE off.
+		// Senders MAY still look up TLSA for the hosts it names (and Postfix
+		// does), so those hosts' verdicts stand as reported; what is lost is
+		// the protection of the MX RRset itself. WARNING: mail is delivered,
+		// but an attacker can replace the MX hosts with their own.
+		f(Warning, "mx-insecure", "the MX RRset of %s is not DNSSEC-signed (insecure): an attacker on the path can replace the MX hosts with their own; senders MAY still use DANE for the hosts it names (RFC 7672 §2.2.1), whose TLSA is checked below as usual; sign the zone",
+			dotless(d.Domain))
 	}
 	var without []string
 	for _, mx := range d.MX.Hosts {
@@ -199,21 +205,34 @@ func evaluateDomain(d DomainObservation, hostDANE map[string]bool) (DomainReport
 		}
 	}
 	if len(without) > 0 && len(without) < len(d.MX.Hosts) {
-		f(Warning, "mx-unprotected", "MX host(s) %s have no secure TLSA while others do: an attacker can steer mail to them; publish TLSA for every MX host",
+		f(Warning, "mx-unprotected", "MX host(s) %s are not DANE-protected (no secure TLSA RRset with a usable record, or insecure address records) while others are: an attacker can steer mail to them; publish TLSA for every MX host",
 			strings.Join(without, ", "))
 	}
 	return dr, fs
 }
 
-func evaluateHost(h HostObservation, p Policy) (HostReport, []Finding) {
+// evaluateHost returns the host's report, its findings, and whether senders
+// authenticate the host with DANE: a secure TLSA RRset with at least one
+// usable record, looked up because the address records are secure.
+func evaluateHost(h HostObservation, p Policy) (HostReport, []Finding, bool) {
 	hr := HostReport{Host: h.Host, Domains: h.Domains, TLSA: TLSAReport{Name: dnsx.TLSAName(h.Port, h.Host)}}
 	var fs []Finding
 	f := func(sev Severity, addr, code, format string, args ...any) {
 		fs = append(fs, Finding{Severity: sev, Code: code, Host: h.Host, Address: addr, Message: fmt.Sprintf(format, args...)})
 		hr.Status = Worst(hr.Status, sev)
 	}
+	tlsaSecure := h.TLSAErr == nil && h.TLSA != nil && h.TLSA.Status == dnsx.Secure && len(h.TLSA.Records) > 0
 
-	// Addresses.
+	// Addresses. RFC 7672 §2.2.2: a sender looks up TLSA only for addresses
+	// whose A/AAAA lookup was secure; with insecure address records it does
+	// not ask for TLSA at all and delivers with opportunistic TLS.
+	addrsKnown := h.AddrErr == nil && h.Addrs != nil && len(h.Addrs.Addrs) > 0
+	anySecure := !addrsKnown // addresses unknown: judge the RRset as a sender that has them would
+	if addrsKnown {
+		for _, a := range h.Addrs.Addrs {
+			anySecure = anySecure || addrSecure(h.Addrs, a)
+		}
+	}
 	if h.Addrs != nil {
 		hr.AddrStatus = h.Addrs.Status.String()
 	}
@@ -224,14 +243,32 @@ func evaluateHost(h HostObservation, p Policy) (HostReport, []Finding) {
 		}
 		switch {
 		case errors.Is(h.AddrErr, dnsx.ErrBogus):
-			f(Critical, "", "addr-bogus", "address lookup is DNSSEC-bogus: DANE senders cannot deliver to this host")
+			// Not the same as insecure: a validating sender cannot resolve
+			// the host at all and defers.
+			f(Critical, "", "addr-bogus", "the address lookup is DNSSEC-bogus (SERVFAIL from the validating resolver): senders cannot resolve the host and defer mail to it; fix the signatures or the DS of its zone")
 		case errors.Is(h.AddrErr, dnsx.ErrNXDomain), errors.Is(h.AddrErr, dnsx.ErrNoData):
 			f(Critical, "", "addr-none", "the MX host has no A or AAAA records")
 		default:
 			f(Unknown, "", "addr-lookup-failed", "address lookup failed: %v", h.AddrErr)
 		}
 	} else if h.Addrs != nil && h.Addrs.Status != dnsx.Secure {
-		f(Warning, "", "addr-insecure", "the host's address records are not DNSSEC-signed: senders skip the TLSA lookup (RFC 7672 §2.2.2)")
+		// WARNING, not CRITICAL: mail is delivered (opportunistic TLS), but
+		// nobody authenticates the server; the TLSA RRset, however good or
+		// bad, changes nothing for senders.
+		fams := insecureFamilies(h.Addrs)
+		scope := "at all"
+		if anySecure {
+			scope = "for those addresses"
+		}
+		unused := ""
+		if tlsaSecure {
+			unused = fmt.Sprintf("; the secure TLSA RRset at %s is therefore not used and its verdicts are informational", dotless(dnsx.TLSAName(h.Port, h.Host)))
+			if anySecure {
+				unused = fmt.Sprintf("; the TLSA RRset at %s is used only for the host's secure addresses", dotless(dnsx.TLSAName(h.Port, h.Host)))
+			}
+		}
+		f(Warning, "", "addr-insecure", "the host's address records (%s) are not DNSSEC-signed (insecure): senders do not look up its TLSA RRset %s (RFC 7672 §2.2.2) and deliver with opportunistic TLS, unauthenticated%s; sign the zone of %s",
+			fams, scope, unused, dotless(h.Host))
 	}
 
 	// TLSA RRset.
@@ -245,9 +282,9 @@ func evaluateHost(h HostObservation, p Policy) (HostReport, []Finding) {
 		hr.TLSA.Status, hr.TLSA.Error = dnsx.StatusOf(h.TLSAErr).String(), h.TLSAErr.Error()
 		switch {
 		case errors.Is(h.TLSAErr, dnsx.ErrBogus):
-			f(Critical, "", "tlsa-bogus", "TLSA lookup at %s is DNSSEC-bogus (SERVFAIL from the validating resolver), not \"no TLSA\": DANE senders defer all mail; fix the signatures or the DS", hr.TLSA.Name)
+			f(Critical, "", "tlsa-bogus", "TLSA lookup at %s is DNSSEC-bogus (SERVFAIL from the validating resolver), not \"no TLSA\": DANE senders defer all mail; fix the signatures or the DS", dotless(hr.TLSA.Name))
 		case errors.Is(h.TLSAErr, dnsx.ErrNXDomain), errors.Is(h.TLSAErr, dnsx.ErrNoData):
-			f(Warning, "", "tlsa-none", "no TLSA record at %s: DANE is not in use for this host; publish a 3 1 1 and a 2 1 1 record", hr.TLSA.Name)
+			f(Warning, "", "tlsa-none", "no TLSA record at %s: DANE is not in use for this host; publish a 3 1 1 and a 2 1 1 record", dotless(hr.TLSA.Name))
 		default:
 			f(Unknown, "", "tlsa-lookup-failed", "TLSA lookup failed: %v", h.TLSAErr)
 		}
@@ -263,13 +300,13 @@ func evaluateHost(h HostObservation, p Policy) (HostReport, []Finding) {
 			hr.TLSA.Records = append(hr.TLSA.Records, rec.String())
 		}
 		if h.TLSA.Status != dnsx.Secure {
-			f(Warning, "", "tlsa-insecure", "TLSA at %s is in an unsigned (insecure) zone: senders ignore it; sign the zone", h.TLSA.Name)
+			f(Warning, "", "tlsa-insecure", "TLSA at %s is in an unsigned (insecure) zone: senders ignore it; sign the zone", dotless(h.TLSA.Name))
 			recs = nil // not used by senders; still probed for the report
 		}
 	}
-	dane := len(recs) > 0
-	if dane {
-		scheme(recs, func(sev Severity, code, msg string) { f(sev, "", code, "%s", msg) })
+	usable := usableCount(recs)
+	if len(recs) > 0 && anySecure {
+		scheme(dotless(hr.TLSA.Name), usable, func(sev Severity, code, msg string) { f(sev, "", code, "%s", msg) })
 	}
 
 	names := []string{h.Host}
@@ -277,39 +314,98 @@ func evaluateHost(h HostObservation, p Policy) (HostReport, []Finding) {
 		names = []string{h.TLSA.BaseDomain, h.Host}
 	}
 	for _, po := range h.Probes {
-		ar := evaluateAddress(po, recs, dane, names, p, func(sev Severity, code, msg string) { f(sev, po.Addr.String(), code, "%s", msg) })
+		mode := daneOff
+		if len(recs) > 0 {
+			mode = daneOn
+			if addrsKnown && !addrSecure(h.Addrs, po.Addr) {
+				mode = daneInformational
+			}
+		}
+		ar := evaluateAddress(po, recs, mode, names, p, func(sev Severity, code, msg string) { f(sev, po.Addr.String(), code, "%s", msg) })
 		hr.Addresses = append(hr.Addresses, ar)
 	}
 	if hr.Addresses == nil {
 		hr.Addresses = []AddressReport{}
 	}
-	return hr, fs
+	return hr, fs, len(recs) > 0 && usable > 0 && anySecure
+}
+
+// addrSecure reports whether senders look up TLSA for a: its address family's
+// lookup was secure. Without per-family statuses the combined one decides.
+func addrSecure(res *dnsx.AddrsResult, a netip.Addr) bool {
+	fam := res.A
+	if !a.Unmap().Is4() {
+		fam = res.AAAA
+	}
+	if fam.Status != 0 {
+		return fam.Status == dnsx.Secure
+	}
+	return res.Status == dnsx.Secure
+}
+
+// insecureFamilies names the address families whose lookup was insecure.
+func insecureFamilies(res *dnsx.AddrsResult) string {
+	var fams []string
+	if res.A.Status == dnsx.Insecure {
+		fams = append(fams, "A")
+	}
+	if res.AAAA.Status == dnsx.Insecure {
+		fams = append(fams, "AAAA")
+	}
+	if len(fams) == 0 {
+		return "A/AAAA"
+	}
+	return strings.Join(fams, ", ")
+}
+
+// usableCount counts the records an SMTP client can use, as tlsa.Match
+// decides: DANE-TA or DANE-EE (RFC 7672 §3.1.3), a known selector and
+// matching type, well-formed data (RFC 7671 §4). Match decides usability
+// before it looks at the chain, so an empty chain gives the same Usable flags
+// as any served chain (TestEvaluateRFC7672Section22 pins that).
+func usableCount(recs []tlsa.Record) int {
+	if len(recs) == 0 {
+		return 0
+	}
+	return tlsa.Match(nil, recs, tlsa.MatchOptions{Now: time.Unix(0, 0)}).UsableCount()
 }
 
 // scheme checks that the RRset is a rollover scheme: at least two usable
 // records (current + next, or 3 1 1 + 2 1 1).
-func scheme(recs []tlsa.Record, f func(Severity, string, string)) {
-	usable := 0
-	for _, r := range recs {
-		if (r.Usage == tlsa.DANEEE || r.Usage == tlsa.DANETA) && r.Selector <= tlsa.SelectorSPKI && r.MatchingType <= tlsa.MatchSHA512 {
-			usable++
-		}
-	}
+func scheme(name string, usable int, f func(Severity, string, string)) {
 	switch {
 	case usable == 0:
-		f(Critical, "tlsa-unusable", "the TLSA RRset has no record usable for SMTP (only PKIX-TA/PKIX-EE or unknown parameters): publish 3 1 1 and 2 1 1")
+		// RFC 7672 §2.2: a secure RRset with no usable record does not make
+		// senders defer; they fall back to mandatory TLS without
+		// authentication. WARNING, not CRITICAL: mail is delivered (if
+		// STARTTLS works, which the address checks treat as CRITICAL when it
+		// does not), but DANE authenticates nothing, as if no TLSA existed.
+		f(Warning, "tlsa-unusable", fmt.Sprintf("the TLSA RRset at %s has no record usable for SMTP (only PKIX-TA/PKIX-EE, unknown parameters or malformed data): senders then use mandatory TLS without authentication (RFC 7672 §2.2); publish 3 1 1 and 2 1 1", name))
 	case usable == 1:
 		f(Warning, "tlsa-no-rollover", "only one usable TLSA record: no rollover scheme; publish both a 3 1 1 and a 2 1 1 record (NCSC) so a renewal never breaks delivery")
 	}
 }
 
-func evaluateAddress(po ProbeObservation, recs []tlsa.Record, dane bool, names []string, p Policy, f func(Severity, string, string)) AddressReport {
+// daneMode says what the TLSA RRset means for one address.
+type daneMode int
+
+const (
+	daneOff           daneMode = iota // no secure TLSA records: opportunistic TLS
+	daneOn                            // senders use the RRset for this address
+	daneInformational                 // a secure RRset senders never look up (insecure address records): verdicts shown, no findings
+)
+
+func evaluateAddress(po ProbeObservation, recs []tlsa.Record, mode daneMode, names []string, p Policy, f func(Severity, string, string)) AddressReport {
 	ar := AddressReport{Address: po.Addr.String(), STARTTLSOffered: po.Probe.STARTTLSOffered, TLSVersion: po.Probe.TLSVersion}
 	sev := func(s Severity, code, format string, args ...any) {
 		ar.Status = Worst(ar.Status, s)
 		f(s, code, fmt.Sprintf(format, args...))
 	}
-	failSev := Warning // STARTTLS problems without DANE are a warning
+	dane := mode == daneOn
+	// STARTTLS problems without DANE are a warning. With DANE they are
+	// critical, also for an RRset of unusable records: senders then still
+	// require TLS (RFC 7672 §2.2), they only skip authentication.
+	failSev := Warning
 	if dane {
 		failSev = Critical
 	}
@@ -341,10 +437,10 @@ func evaluateAddress(po ProbeObservation, recs []tlsa.Record, dane bool, names [
 			sev(Warning, "cert-expiring", "the certificate expires in %.1f days (%s)", days, na.Format("2006-01-02"))
 		}
 		if !nameInSAN(leaf, names[0]) {
-			sev(Warning, "cert-name", "the certificate's names %v do not include the MX host %s (NCSC: put the MX host name in the SAN)", leaf.DNSNames, strings.TrimSuffix(names[0], "."))
+			sev(Warning, "cert-name", "the certificate's names %v do not include the MX host %s (NCSC: put the MX host name in the SAN)", leaf.DNSNames, dotless(names[0]))
 		}
 	}
-	if !dane {
+	if mode == daneOff {
 		return ar
 	}
 	res := tlsa.Match(chain, recs, tlsa.MatchOptions{Names: names, Now: p.Now})
@@ -352,6 +448,13 @@ func evaluateAddress(po ProbeObservation, recs []tlsa.Record, dane bool, names [
 		ar.Verdicts = append(ar.Verdicts, VerdictInfo{Record: v.Record.String(), Usable: v.Usable, Matched: v.Matched, Reason: v.Reason, Detail: v.Detail})
 	}
 	ar.Matched, ar.Usable = res.MatchedCount(), res.UsableCount()
+	if mode == daneInformational || ar.Usable == 0 {
+		// Nobody authenticates this address with the RRset: either senders
+		// never look it up (the address records are insecure; the host's
+		// addr-insecure finding says so) or no record is usable (tlsa-unusable
+		// says so). The verdicts stay in the report as information.
+		return ar
+	}
 	switch {
 	case ar.Matched == 0:
 		sev(Critical, "tlsa-none-match", "no usable TLSA record matches the served chain: DANE senders defer mail to this host; %s", firstReason(res))
@@ -362,11 +465,39 @@ func evaluateAddress(po ProbeObservation, recs []tlsa.Record, dane bool, names [
 		sev(Warning, "tlsa-single-intermediate", "every usable 2 x x record names one intermediate CA, %q of %s, a CA that rotates its intermediates (Let's Encrypt issues from R10–R14 and E5–E9 at random): a renewal from a sibling intermediate matches no 2 x x record and breaks DANE-TA; publish a 2 1 1 for every intermediate of the CA's issuer set (tlsactl publish --usage 2 --certificate 'issuers/*.pem' --add)",
 			ca.Subject.CommonName, strings.Join(ca.Subject.Organization, ", "))
 	}
-	if hasTA(recs) && len(chain) == 1 {
-		sev(Warning, "chain-incomplete", "a 2 x x record is published but the server sends only its own certificate: send the whole chain up to the CA (NCSC)")
+	switch {
+	case usableTA(res) && len(chain) == 1:
+		sev(Warning, "chain-incomplete", "a 2 x x record is published but the server sends only its own certificate: send the whole chain up to the CA (NCSC, RFC 7672 §3.1.2)")
+	case taNotSent(chain, res) != "":
+		sev(Warning, "chain-incomplete", "the %s record matches a trust anchor the server does not send: Postfix and OpenSSL accept that, but RFC 7672 §3.1.2 says servers MUST send the TA certificate; send the whole chain up to the CA (NCSC)", taNotSent(chain, res))
 	}
 	return ar
 }
+
+// taNotSent returns the first matching DANE-TA record whose trust anchor is
+// not in the served chain (a full certificate or key from DNS, RFC 7671
+// §5.2.2: Depth len(chain)), in the short form "2 1 0", or "".
+func taNotSent(chain []*x509.Certificate, res tlsa.Result) string {
+	for _, v := range res.Verdicts {
+		if v.Matched && v.Record.Usage == tlsa.DANETA && v.Depth >= len(chain) {
+			return fmt.Sprintf("%d %d %d", v.Record.Usage, v.Record.Selector, v.Record.MatchingType)
+		}
+	}
+	return ""
+}
+
+// usableTA reports whether the RRset has a usable DANE-TA record.
+func usableTA(res tlsa.Result) bool {
+	for _, v := range res.Verdicts {
+		if v.Usable && v.Record.Usage == tlsa.DANETA {
+			return true
+		}
+	}
+	return false
+}
+
+// dotless returns a DNS name without its trailing dot, as messages print it.
+func dotless(name string) string { return strings.TrimSuffix(name, ".") }
 
 // rotatingCAs are subject Organizations of CAs known to issue from several
 // intermediates in turn, chosen at random per certificate.
@@ -441,15 +572,6 @@ func firstReason(res tlsa.Result) string {
 		return "no usable records"
 	}
 	return strings.Join(parts, "; ")
-}
-
-func hasTA(recs []tlsa.Record) bool {
-	for _, r := range recs {
-		if r.Usage == tlsa.DANETA {
-			return true
-		}
-	}
-	return false
 }
 
 func ifDANE(dane bool, s string) string {

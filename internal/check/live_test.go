@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,8 +22,9 @@ import (
 
 // bed is the package's real-server test bed, started once in TestMain:
 // Knot serving a signed zone (example.test), an unsigned zone
-// (unsigned.test) and a signed zone whose trust anchor at the resolver is
-// wrong (bogus.test), and a validating Unbound in front of it.
+// (unsigned.test), a signed zone whose trust anchor at the resolver is
+// wrong (bogus.test) and a signed island below the unsigned zone (see
+// addrInsecureHost), and a validating Unbound in front of it.
 type liveBed struct {
 	knot    *testbed.Knot
 	unbound *testbed.Unbound
@@ -44,6 +46,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// addrInsecureHost is a host whose A record is in the unsigned zone
+// unsigned.test while its TLSA records are in the signed zone
+// _tcp.<host> below it, an island of trust with its own trust anchor at the
+// resolver: the address lookup is insecure, the TLSA lookup secure.
+const addrInsecureHost = "addrinsecure.unsigned.test."
+
 func startBed(dir string) func() {
 	for _, b := range []string{"knotd", "keymgr", "unbound"} {
 		if _, err := testbed.Lookup(b); err != nil {
@@ -53,29 +61,42 @@ func startBed(dir string) func() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	k, err := testbed.StartKnot(ctx, dir+"/knot", testbed.KnotConfig{Zones: []testbed.Zone{
-		{Name: "example.test.", Signed: true},
-		{Name: "unsigned.test.", Signed: false},
-		{Name: "bogus.test.", Signed: true},
-	}})
+	zones := []struct {
+		name   string
+		signed bool
+		anchor func(ds string) string // nil: no trust anchor (insecure)
+	}{
+		{"example.test.", true, func(ds string) string { return ds }},
+		{"unsigned.test.", false, nil},
+		{"bogus.test.", true, testbed.CorruptDS},
+		{"_tcp." + addrInsecureHost, true, func(ds string) string { return ds }},
+	}
+	var kz []testbed.Zone
+	for _, z := range zones {
+		kz = append(kz, testbed.Zone{Name: z.name, Signed: z.signed})
+	}
+	k, err := testbed.StartKnot(ctx, dir+"/knot", testbed.KnotConfig{Zones: kz})
 	if err != nil {
 		bed.err = err
 		return func() {}
 	}
-	ds, err := k.DS(ctx, "example.test.")
-	if err == nil {
-		var bogusDS string
-		if bogusDS, err = k.DS(ctx, "bogus.test."); err == nil {
-			cfg := testbed.UnboundConfig{Stubs: []testbed.StubZone{
-				{Name: "example.test.", Addr: k.Addr, TrustAnchor: ds},
-				{Name: "unsigned.test.", Addr: k.Addr},
-				{Name: "bogus.test.", Addr: k.Addr, TrustAnchor: testbed.CorruptDS(bogusDS)},
-			}}
-			if os.Geteuid() == 0 {
-				cfg.Port53 = true // for posttls-finger
+	var cfg testbed.UnboundConfig
+	for _, z := range zones {
+		stub := testbed.StubZone{Name: z.name, Addr: k.Addr}
+		if z.anchor != nil {
+			var ds string
+			if ds, err = k.DS(ctx, z.name); err != nil {
+				break
 			}
-			bed.unbound, err = testbed.StartUnbound(ctx, dir+"/unbound", cfg)
+			stub.TrustAnchor = z.anchor(ds)
 		}
+		cfg.Stubs = append(cfg.Stubs, stub)
+	}
+	if err == nil {
+		if os.Geteuid() == 0 {
+			cfg.Port53 = true // for posttls-finger
+		}
+		bed.unbound, err = testbed.StartUnbound(ctx, dir+"/unbound", cfg)
 	}
 	if err != nil {
 		bed.err = err
@@ -162,112 +183,179 @@ func codes(rep check.Report) map[string]check.Severity {
 	return m
 }
 
-// scenario is one MX host set up in the test bed and what tlsactl must say
-// about it.
+// scenario is one MX host set up in the test bed, what tlsactl must say
+// about it, and what a DANE sender does with it.
 type scenario struct {
-	name  string
-	zone  string
-	chain func(t *testing.T) *testbed.Chain
-	serve func(c *testbed.Chain) tls.Certificate // what the server sends; nil: leaf + intermediate
-	mode  testbed.SMTPMode
+	name string
+	zone string // the zone of the TLSA records (and of the host, unless host is set)
+	// host is the MX host; default <name>.<zone>. addrZone is the zone of
+	// its A record; default zone.
+	host, addrZone string
+	chain          func(t *testing.T, host string) *testbed.Chain // nil: a fresh valid chain for host
+	serve          func(c *testbed.Chain) tls.Certificate         // what the server sends; nil: leaf + intermediate
+	mode           testbed.SMTPMode
 	// postfix serves the chain from a real Postfix instead of the Go server.
 	postfix bool
 	tlsa    func(t *testing.T, c *testbed.Chain) []string // RDATA
-	want    check.Severity
-	codes   []string // finding codes that must be present
-	reason  tlsa.Reason
+	// cname publishes the records at _dane.<zone> and makes the TLSA owner
+	// name _<port>._tcp.<host> a CNAME to it.
+	cname  bool
+	want   check.Severity
+	codes  []string // finding codes that must be present
+	absent []string // finding codes that must not be present
+	reason tlsa.Reason
+	// finger is posttls-finger's verdict: what Postfix
+	// (smtp_tls_security_level = dane) does. tlsactl's report must imply
+	// the same.
+	finger testbed.FingerVerdict
+	// forced, if set, is posttls-finger's verdict with -f (TLSA looked up
+	// even for insecure address records), which tlsactl's informational
+	// verdicts must imply.
+	forced testbed.FingerVerdict
 }
 
 func wrongChain(t *testing.T) *testbed.Chain {
 	return testbed.MustChain(t, testbed.ChainOptions{DNSNames: []string{"unrelated.example.test"}})
 }
 
+// both211 is the NCSC pair: 3 1 1 for the leaf, 2 1 1 for the intermediate.
+func both211(t *testing.T, c *testbed.Chain) []string {
+	return []string{record(t, c.Leaf, tlsa.DANEEE), record(t, c.Intermediate, tlsa.DANETA)}
+}
+
 func TestLiveScenarios(t *testing.T) {
 	requireBed(t)
 	now := time.Now()
+	day := 24 * time.Hour
 	scenarios := []scenario{
-		{
-			name: "good", zone: "example.test.",
-			tlsa: func(t *testing.T, c *testbed.Chain) []string {
-				return []string{record(t, c.Leaf, tlsa.DANEEE), record(t, c.Intermediate, tlsa.DANETA)}
-			},
-			want: check.OK,
-		},
-		{
-			name: "postfix", zone: "example.test.", postfix: true,
-			tlsa: func(t *testing.T, c *testbed.Chain) []string {
-				return []string{record(t, c.Leaf, tlsa.DANEEE), record(t, c.Intermediate, tlsa.DANETA)}
-			},
-			want: check.OK,
-		},
+		{name: "good", zone: "example.test.", tlsa: both211, want: check.OK, finger: testbed.FingerVerified},
+		{name: "postfix", zone: "example.test.", postfix: true, tlsa: both211, want: check.OK, finger: testbed.FingerVerified},
 		{
 			name: "stale311", zone: "example.test.",
 			tlsa: func(t *testing.T, c *testbed.Chain) []string {
 				return []string{record(t, wrongChain(t).Leaf, tlsa.DANEEE), record(t, c.Intermediate, tlsa.DANETA)}
 			},
-			want: check.Warning, codes: []string{"tlsa-partial-match"},
+			want: check.Warning, codes: []string{"tlsa-partial-match"}, finger: testbed.FingerVerified,
 		},
 		{
 			name: "bothwrong", zone: "example.test.",
-			tlsa: func(t *testing.T, c *testbed.Chain) []string {
-				w := wrongChain(t)
-				return []string{record(t, w.Leaf, tlsa.DANEEE), record(t, w.Intermediate, tlsa.DANETA)}
-			},
-			want: check.Critical, codes: []string{"tlsa-none-match"},
+			tlsa: func(t *testing.T, c *testbed.Chain) []string { return both211(t, wrongChain(t)) },
+			want: check.Critical, codes: []string{"tlsa-none-match"}, finger: testbed.FingerDANEFailed,
 		},
+		{name: "insecure", zone: "unsigned.test.", tlsa: both211, want: check.Warning, codes: []string{"tlsa-insecure"}, finger: testbed.FingerNoTLSA},
+		{name: "bogus", zone: "bogus.test.", tlsa: both211, want: check.Critical, codes: []string{"tlsa-bogus", "addr-bogus"}, finger: testbed.FingerLookupFailed},
 		{
-			name: "insecure", zone: "unsigned.test.",
-			tlsa: func(t *testing.T, c *testbed.Chain) []string {
-				return []string{record(t, c.Leaf, tlsa.DANEEE), record(t, c.Intermediate, tlsa.DANETA)}
-			},
-			want: check.Warning, codes: []string{"tlsa-insecure"},
-		},
-		{
-			name: "bogus", zone: "bogus.test.",
-			tlsa: func(t *testing.T, c *testbed.Chain) []string {
-				return []string{record(t, c.Leaf, tlsa.DANEEE), record(t, c.Intermediate, tlsa.DANETA)}
-			},
-			want: check.Critical, codes: []string{"tlsa-bogus"},
-		},
-		{
-			name: "nostarttls", zone: "example.test.", mode: testbed.SMTPNoStartTLS,
-			tlsa: func(t *testing.T, c *testbed.Chain) []string {
-				return []string{record(t, c.Leaf, tlsa.DANEEE), record(t, c.Intermediate, tlsa.DANETA)}
-			},
-			want: check.Critical, codes: []string{"starttls-missing"},
+			name: "nostarttls", zone: "example.test.", mode: testbed.SMTPNoStartTLS, tlsa: both211,
+			want: check.Critical, codes: []string{"starttls-missing"}, finger: testbed.FingerNoSTARTTLS,
 		},
 		{
 			name: "expired", zone: "example.test.",
-			chain: func(t *testing.T) *testbed.Chain {
+			chain: func(t *testing.T, host string) *testbed.Chain {
 				return testbed.MustChain(t, testbed.ChainOptions{DNSNames: []string{"expired.example.test"},
-					NotBefore: now.Add(-60 * 24 * time.Hour), NotAfter: now.Add(-24 * time.Hour)})
+					NotBefore: now.Add(-60 * day), NotAfter: now.Add(-day)})
 			},
-			tlsa: func(t *testing.T, c *testbed.Chain) []string {
-				return []string{record(t, c.Leaf, tlsa.DANEEE), record(t, c.Intermediate, tlsa.DANETA)}
-			},
-			want: check.Warning, codes: []string{"cert-expired"},
+			tlsa: both211,
+			want: check.Warning, codes: []string{"cert-expired"}, finger: testbed.FingerVerified,
 		},
 		{
-			name: "tanotinchain", zone: "example.test.",
-			serve: func(c *testbed.Chain) tls.Certificate {
-				return tls.Certificate{Certificate: [][]byte{c.Leaf.DER}, PrivateKey: c.Leaf.Key}
-			},
-			tlsa: func(t *testing.T, c *testbed.Chain) []string {
-				return []string{record(t, c.Intermediate, tlsa.DANETA)}
-			},
+			name: "tanotinchain", zone: "example.test.", serve: leafOnly,
+			tlsa: func(t *testing.T, c *testbed.Chain) []string { return []string{record(t, c.Intermediate, tlsa.DANETA)} },
 			want: check.Critical, codes: []string{"tlsa-none-match", "tlsa-no-rollover", "chain-incomplete"}, reason: tlsa.ReasonTANotInChain,
+			finger: testbed.FingerDANEFailed,
+		},
+		{
+			// Issue 15: OpenSSL's DANE code checks validity only below the
+			// trust anchor; the TA's own dates do not count. Agreement needs
+			// the tlsa.Match change of issue 15 part 1 (before it tlsactl
+			// said certificate-expired and CRITICAL).
+			name: "taexpired", zone: "example.test.",
+			chain: func(t *testing.T, host string) *testbed.Chain {
+				return testbed.MustValidityChain(t, testbed.ValidityChainOptions{DNSNames: []string{dotless(host)},
+					Intermediate: testbed.Validity{NotBefore: now.Add(-400 * day), NotAfter: now.Add(-day)}})
+			},
+			tlsa: func(t *testing.T, c *testbed.Chain) []string { return []string{record(t, c.Intermediate, tlsa.DANETA)} },
+			want: check.Warning, codes: []string{"tlsa-no-rollover"}, absent: []string{"cert-expired", "tlsa-none-match"},
+			finger: testbed.FingerVerified,
+		},
+		{
+			// A full-certificate 2 0 0 for a TA the server does not send:
+			// OpenSSL and Postfix build the chain with the certificate from
+			// DNS. RFC 7672 §3.1.2 still says servers MUST send it
+			// (chain-incomplete). Agreement needs the tlsa.Match change of
+			// issue 15 part 1 (before it: ta-not-in-chain, CRITICAL).
+			name: "ta200notsent", zone: "example.test.", serve: leafOnly,
+			tlsa: func(t *testing.T, c *testbed.Chain) []string {
+				r, err := tlsa.Compute(tlsa.FromCertificate(c.Intermediate.Cert), tlsa.DANETA, tlsa.SelectorCert, tlsa.MatchFull)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return []string{r.String()}
+			},
+			want: check.Warning, codes: []string{"chain-incomplete", "tlsa-no-rollover"}, absent: []string{"tlsa-none-match"},
+			finger: testbed.FingerVerified,
+		},
+		{
+			// DANE-TA checks the leaf's dates (RFC 7672 §3.1.2): fails in
+			// both.
+			name: "leafexpired211", zone: "example.test.",
+			chain: func(t *testing.T, host string) *testbed.Chain {
+				return testbed.MustChain(t, testbed.ChainOptions{DNSNames: []string{dotless(host)},
+					NotBefore: now.Add(-60 * day), NotAfter: now.Add(-day)})
+			},
+			tlsa: func(t *testing.T, c *testbed.Chain) []string { return []string{record(t, c.Intermediate, tlsa.DANETA)} },
+			want: check.Critical, codes: []string{"tlsa-none-match", "cert-expired"}, reason: tlsa.ReasonExpired,
+			finger: testbed.FingerDANEFailed,
+		},
+		{
+			// _<port>._tcp.cname.example.test CNAME _dane.example.test: one
+			// RRset shared by several names.
+			name: "cname", zone: "example.test.", cname: true, tlsa: both211, want: check.OK, finger: testbed.FingerVerified,
+		},
+		{
+			// RFC 7672 §2.2: no usable record: mandatory TLS without
+			// authentication, mail is not deferred.
+			name: "unusable", zone: "example.test.",
+			tlsa: func(t *testing.T, c *testbed.Chain) []string {
+				ee, err := tlsa.Compute(tlsa.FromCertificate(c.Leaf.Cert), tlsa.PKIXEE, tlsa.SelectorSPKI, tlsa.MatchSHA256)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ta, err := tlsa.Compute(tlsa.FromCertificate(c.Intermediate.Cert), tlsa.PKIXTA, tlsa.SelectorSPKI, tlsa.MatchSHA256)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return []string{ee.String(), ta.String()}
+			},
+			want: check.Warning, codes: []string{"tlsa-unusable"}, absent: []string{"tlsa-none-match"},
+			finger: testbed.FingerNoUsableTLSA,
+		},
+		{
+			// RFC 7672 §2.2.2: the A record is insecure, so senders never
+			// look up the (secure) TLSA RRset; it names a wrong key, which
+			// nobody acts on.
+			name: "addrinsecure", zone: "_tcp." + addrInsecureHost, host: addrInsecureHost, addrZone: "unsigned.test.",
+			tlsa: func(t *testing.T, c *testbed.Chain) []string { return both211(t, wrongChain(t)) },
+			want: check.Warning, codes: []string{"addr-insecure"}, absent: []string{"tlsa-none-match"},
+			finger: testbed.FingerNoTLSA, forced: testbed.FingerDANEFailed,
 		},
 	}
 	var finger sync.Mutex // posttls-finger runs are serialised: each mounts a private resolv.conf
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
 			t.Parallel()
-			host := sc.name + "." + sc.zone
+			host := sc.host
+			if host == "" {
+				host = sc.name + "." + sc.zone
+			}
+			addrZone := sc.addrZone
+			if addrZone == "" {
+				addrZone = sc.zone
+			}
 			var chain *testbed.Chain
 			if sc.chain != nil {
-				chain = sc.chain(t)
+				chain = sc.chain(t, host)
 			} else {
-				chain = testbed.MustChain(t, testbed.ChainOptions{DNSNames: []string{strings.TrimSuffix(host, ".")}})
+				chain = testbed.MustChain(t, testbed.ChainOptions{DNSNames: []string{dotless(host)}})
 			}
 			cert := chain.TLSCertificate()
 			if sc.serve != nil {
@@ -275,19 +363,35 @@ func TestLiveScenarios(t *testing.T) {
 			}
 			var port uint16
 			if sc.postfix {
-				pf := testbed.NewPostfix(t, testbed.PostfixConfig{KeyPEM: chain.Leaf.KeyPEM, ChainPEM: chain.FullChainPEM(), Hostname: strings.TrimSuffix(host, ".")})
+				pf := testbed.NewPostfix(t, testbed.PostfixConfig{KeyPEM: chain.Leaf.KeyPEM, ChainPEM: chain.FullChainPEM(), Hostname: dotless(host)})
 				port = uint16(pf.Port)
 			} else {
 				srv := testbed.NewSMTPServer(t, sc.mode, &cert)
 				port = portOf(t, srv.Addr)
 			}
-			lines := []string{host + " 60 IN A 127.0.0.1"}
-			for _, r := range sc.tlsa(t, chain) {
-				lines = append(lines, fmt.Sprintf("_%d._tcp.%s 60 IN TLSA %s", port, host, r))
+			owner := fmt.Sprintf("_%d._tcp.%s", port, host)
+			var lines []string
+			if a := host + " 60 IN A 127.0.0.1"; addrZone == sc.zone {
+				lines = append(lines, a)
+			} else {
+				publish(t, addrZone, a)
+			}
+			rdata := sc.tlsa(t, chain)
+			if sc.cname {
+				target := "_dane." + sc.zone
+				replaceTLSA(t, sc.zone, target, rdata)
+				lines = append(lines, owner+" 60 IN CNAME "+target)
+			} else {
+				for _, r := range rdata {
+					lines = append(lines, owner+" 60 IN TLSA "+r)
+				}
 			}
 			publish(t, sc.zone, lines...)
 
 			rep := runCheck(t, port, nil, []string{host}, 20*time.Second)
+			for _, f := range rep.Findings {
+				t.Logf("tlsactl: %s", f)
+			}
 			if rep.Status != sc.want {
 				t.Errorf("status %s, want %s; findings: %v", rep.Status, sc.want, rep.Findings)
 			}
@@ -295,6 +399,17 @@ func TestLiveScenarios(t *testing.T) {
 			for _, c := range sc.codes {
 				if _, ok := got[c]; !ok {
 					t.Errorf("finding %q missing; got %v", c, rep.Findings)
+				}
+			}
+			for _, c := range sc.absent {
+				if _, ok := got[c]; ok {
+					t.Errorf("finding %q must be absent; got %v", c, rep.Findings)
+				}
+			}
+			dotted := regexp.MustCompile(regexp.QuoteMeta(dotless(host)) + `\.($|[^A-Za-z0-9-])`)
+			for _, f := range rep.Findings {
+				if dotted.MatchString(f.Message) {
+					t.Errorf("a name with a trailing dot in %q", f.Message)
 				}
 			}
 			if len(rep.Hosts) != 1 {
@@ -306,9 +421,8 @@ func TestLiveScenarios(t *testing.T) {
 					t.Errorf("want verdict reason %s, got %+v", sc.reason, h.Addresses)
 				}
 			}
-			// tlsactl's DANE verdict: a secure RRset with a matching usable record.
-			verified := h.TLSA.Status == "secure" && len(h.Addresses) == 1 && h.Addresses[0].Matched > 0 && h.Addresses[0].Error == ""
-			if sc.name == "bogus" {
+			switch sc.name {
+			case "bogus":
 				for _, f := range rep.Findings {
 					s := f.String()
 					if strings.Contains(s, "no TLSA") && !strings.Contains(s, "not \"no TLSA\"") {
@@ -318,8 +432,7 @@ func TestLiveScenarios(t *testing.T) {
 				if h.TLSA.Status != "bogus" {
 					t.Errorf("TLSA status %q, want bogus", h.TLSA.Status)
 				}
-			}
-			if sc.name == "expired" {
+			case "expired":
 				a := h.Addresses[0]
 				if a.DaysToExpiry == nil || *a.DaysToExpiry >= 0 {
 					t.Errorf("expired leaf: days to expiry %v, want negative", a.DaysToExpiry)
@@ -336,31 +449,149 @@ func TestLiveScenarios(t *testing.T) {
 				if !eeMatched {
 					t.Errorf("expired leaf under 3 1 1 must still match (RFC 7672 §3.1.1): %+v", a.Verdicts)
 				}
+			case "cname":
+				if want := "_dane." + sc.zone; h.TLSA.Owner != want || h.TLSA.Name != owner || len(h.TLSA.Records) != 2 {
+					t.Errorf("CNAME'd TLSA: name %q owner %q records %v, want name %q owner %q and 2 records", h.TLSA.Name, h.TLSA.Owner, h.TLSA.Records, owner, want)
+				}
+			case "addrinsecure", "unusable":
+				// The verdicts are still reported, for information.
+				if a := h.Addresses[0]; len(a.Verdicts) != 2 || a.Matched != 0 {
+					t.Errorf("informational verdicts: %+v", a)
+				}
+				if sc.name == "addrinsecure" && (h.AddrStatus != "insecure" || h.TLSA.Status != "secure") {
+					t.Errorf("bed: address %s, TLSA %s; want an insecure address and a secure TLSA RRset", h.AddrStatus, h.TLSA.Status)
+				}
 			}
-			crossCheck(t, &finger, host, port, verified)
+			mine := tlsactlVerdict(rep)
+			if mine != sc.finger {
+				t.Errorf("tlsactl's report means %q, the scenario expects %q: %v", mine, sc.finger, rep.Findings)
+			}
+			crossCheck(t, &finger, host, port, mine)
+			if sc.forced != "" {
+				info := matchVerdict(h.Addresses[0])
+				if info != sc.forced {
+					t.Errorf("tlsactl's informational verdicts mean %q, the scenario expects %q: %+v", info, sc.forced, h.Addresses[0].Verdicts)
+				}
+				crossCheck(t, &finger, host, port, info, "-f")
+			}
 		})
 	}
 }
 
+func leafOnly(c *testbed.Chain) tls.Certificate {
+	return tls.Certificate{Certificate: [][]byte{c.Leaf.DER}, PrivateKey: c.Leaf.Key}
+}
+
+func dotless(name string) string { return strings.TrimSuffix(name, ".") }
+
+// replaceTLSA replaces the TLSA RRset at name with rdata in one update.
+func replaceTLSA(t *testing.T, zone, name string, rdata []string) {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetUpdate(zone)
+	m.RemoveRRset([]dns.RR{&dns.TLSA{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeTLSA, Class: dns.ClassINET}}})
+	for _, r := range rdata {
+		rr, err := dns.NewRR(name + " 60 IN TLSA " + r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Insert([]dns.RR{rr})
+	}
+	key := bed.knot.Key
+	m.SetTsig(key.Name, key.Algorithm, 300, time.Now().Unix())
+	c := &dns.Client{Net: "tcp", Timeout: 10 * time.Second, TsigSecret: map[string]string{key.Name: key.Secret}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, _, err := c.ExchangeContext(ctx, m, bed.knot.Addr)
+	if err != nil {
+		t.Fatalf("replace %s: %v", name, err)
+	}
+	if r.Rcode != dns.RcodeSuccess {
+		t.Fatalf("replace %s: rcode %s", name, dns.RcodeToString[r.Rcode])
+	}
+}
+
+// tlsactlVerdict reads what tlsactl's report of a single-address host says a
+// DANE sender does, in posttls-finger's terms.
+func tlsactlVerdict(rep check.Report) testbed.FingerVerdict {
+	h := rep.Hosts[0]
+	if h.AddrStatus == "bogus" || h.TLSA.Status == "bogus" {
+		return testbed.FingerLookupFailed
+	}
+	if len(h.Addresses) != 1 {
+		return testbed.FingerUnknown
+	}
+	a := h.Addresses[0]
+	// RFC 7672 §2.2.2: TLSA is used only with secure address records.
+	dane := h.AddrStatus == "secure" && h.TLSA.Status == "secure" && h.TLSA.Present
+	switch {
+	case a.Error != "" && !a.STARTTLSOffered && dane:
+		return testbed.FingerNoSTARTTLS
+	case a.Error != "" && !a.STARTTLSOffered:
+		return testbed.FingerPlaintext
+	case a.Error != "":
+		return testbed.FingerUnknown
+	case !dane:
+		return testbed.FingerNoTLSA
+	}
+	return matchVerdict(a)
+}
+
+// matchVerdict is the verdict of an address's TLSA verdicts, whether or not
+// senders use them.
+func matchVerdict(a check.AddressReport) testbed.FingerVerdict {
+	switch {
+	case a.Usable == 0:
+		return testbed.FingerNoUsableTLSA
+	case a.Matched > 0:
+		return testbed.FingerVerified
+	}
+	return testbed.FingerDANEFailed
+}
+
 // crossCheck asks Postfix's own DANE client, posttls-finger, about the same
-// host and requires the same verdict as tlsactl's.
-func crossCheck(t *testing.T, mu *sync.Mutex, host string, port uint16, verified bool) {
+// host and requires the verdict tlsactl's report implies.
+func crossCheck(t *testing.T, mu *sync.Mutex, host string, port uint16, mine testbed.FingerVerdict, extraArgs ...string) {
+	t.Helper()
+	crossCheckDest(t, mu, testbed.HostDest(dotless(host), int(port)), mine, extraArgs...)
+}
+
+// crossCheckDest is crossCheck for a posttls-finger destination (HostDest or
+// DomainDest).
+func crossCheckDest(t *testing.T, mu *sync.Mutex, dest string, mine testbed.FingerVerdict, extraArgs ...string) {
 	t.Helper()
 	testbed.RequirePosttlsFinger(t)
-	testbed.RequireRoot(t, "posttls-finger needs a private mount namespace")
 	mu.Lock()
 	defer mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	out, err := testbed.PosttlsFinger(ctx, bed.unbound.Port53IP, strings.TrimSuffix(host, "."), int(port))
+	// dnssec_probe (". NS") has no answer in this bed, whose resolver knows
+	// only the test zones: posttls-finger would wait for it (seconds) on
+	// every insecure lookup just to log a warning. It changes no verdict.
+	args := append([]string{"-o", "dnssec_probe="}, extraArgs...)
+	res, err := testbed.DANEFinger(ctx, bed.unbound.Port53IP, dest, args...)
 	if err != nil {
 		t.Fatalf("posttls-finger: %v", err)
 	}
-	fingerOK := strings.Contains(out, "Verified TLS connection")
-	t.Logf("posttls-finger: verified=%v; tlsactl: verified=%v", fingerOK, verified)
-	if fingerOK != verified {
-		t.Errorf("tlsactl says DANE-verified=%v, posttls-finger disagrees:\n%s", verified, out)
+	t.Logf("posttls-finger %v %s: %s (%q); tlsactl: %s", extraArgs, dest, res.Verdict, res.Summary, mine)
+	if res.Verdict != mine {
+		t.Errorf("tlsactl's report means %q, posttls-finger %v %s says %q:\n%s", mine, extraArgs, dest, res.Verdict, fingerLines(res.Output))
 	}
+}
+
+// fingerLines keeps the TLS, DANE and DNS lines of verbose posttls-finger
+// output, for failure messages.
+func fingerLines(out string) string {
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		for _, k := range []string{"TLSA", "DANE", "TLS connection", "verification", "lookup failed", "resorting", "< 250", "warning"} {
+			if strings.Contains(l, k) {
+				keep = append(keep, l)
+				break
+			}
+		}
+	}
+	return strings.Join(keep, "\n")
 }
 
 // TestLiveDomainMX checks a mail domain with two MX hosts of which one has no
@@ -396,6 +627,44 @@ func TestLiveDomainMX(t *testing.T) {
 	if len(rep.Domains) != 1 || len(rep.Domains[0].MX) != 2 || rep.Domains[0].MXStatus != "secure" {
 		t.Errorf("domain report %+v", rep.Domains)
 	}
+}
+
+// TestLiveInsecureMX: an unsigned domain's MX names a host with good,
+// secure TLSA. RFC 7672 §2.2.1: senders MAY still use DANE for it, and
+// Postfix does (smtp_tls_dane_insecure_mx_policy = dane): it authenticates
+// the host with DANE and logs the connection as "Trusted", not "Verified",
+// because the MX RRset that named it is unprotected. tlsactl: the host's
+// verdicts stand (OK), the MX RRset gets mx-insecure (WARNING).
+func TestLiveInsecureMX(t *testing.T) {
+	requireBed(t)
+	host := "imx.example.test."
+	chain := testbed.MustChain(t, testbed.ChainOptions{DNSNames: []string{dotless(host)}})
+	cert := chain.TLSCertificate()
+	srv := testbed.NewSMTPServer(t, testbed.SMTPStartTLS, &cert)
+	port := portOf(t, srv.Addr)
+	publish(t, "unsigned.test.", "insecuremx.unsigned.test. 60 IN MX 10 "+host)
+	publish(t, "example.test.", host+" 60 IN A 127.0.0.1",
+		fmt.Sprintf("_%d._tcp.%s 60 IN TLSA %s", port, host, record(t, chain.Leaf, tlsa.DANEEE)),
+		fmt.Sprintf("_%d._tcp.%s 60 IN TLSA %s", port, host, record(t, chain.Intermediate, tlsa.DANETA)))
+	rep := runCheck(t, port, []string{"insecuremx.unsigned.test"}, nil, 20*time.Second)
+	if rep.Status != check.Warning || len(rep.Findings) != 1 || rep.Findings[0].Code != "mx-insecure" {
+		t.Fatalf("want only mx-insecure (WARNING): %s %v", rep.Status, rep.Findings)
+	}
+	if m := rep.Findings[0].Message; !strings.Contains(m, "MAY still use DANE") || strings.Contains(m, "unsigned.test.") {
+		t.Errorf("mx-insecure message %q", m)
+	}
+	if len(rep.Domains) != 1 || rep.Domains[0].MXStatus != "insecure" || len(rep.Hosts) != 1 || rep.Hosts[0].Status != check.OK {
+		t.Fatalf("domain %+v, hosts %+v", rep.Domains, rep.Hosts)
+	}
+	mine := tlsactlVerdict(rep)
+	if mine == testbed.FingerVerified && rep.Domains[0].MXStatus != "secure" {
+		mine = testbed.FingerDANEInsecureMX // DANE-verified, named by an insecure MX RRset
+	}
+	if mine != testbed.FingerDANEInsecureMX {
+		t.Errorf("tlsactl's report means %q, want %q", mine, testbed.FingerDANEInsecureMX)
+	}
+	var mu sync.Mutex
+	crossCheckDest(t, &mu, testbed.DomainDest("insecuremx.unsigned.test", int(port)), mine)
 }
 
 // TestLiveDeadHost: one host accepts TCP and never speaks; the per-host

@@ -3,6 +3,14 @@
 // offered, at least one usable record matching the served chain on every
 // address, a rollover scheme of two records, and certificate expiry.
 //
+// Severities follow what a DANE sender does (RFC 7672 §2.2): a bogus lookup
+// makes it defer (CRITICAL); with insecure address records it never looks up
+// TLSA, so the host gets addr-insecure (WARNING) and its TLSA verdicts are
+// reported for information only; a secure RRset of only unusable records
+// means mandatory TLS without authentication (tlsa-unusable, WARNING); an
+// insecure MX RRset does not switch DANE off for the hosts it names, whose
+// verdicts stand, and gets mx-insecure (WARNING).
+//
 // Observation (DNS through a validating resolver, STARTTLS probes) is kept
 // apart from evaluation: [Evaluate] is a pure function from what was observed
 // to findings, so the rules are tested without servers. Results are values;
