@@ -132,20 +132,20 @@ EXAMPLES:
 
 // publishPlan is everything publish decided, for text or JSON output.
 type publishPlan struct {
-	Host        string          `json:"host"`
-	Owner       string          `json:"owner"`
-	Zone        string          `json:"zone"`
-	Provider    string          `json:"provider"`
-	TTL         uint32          `json:"ttl"`
-	Current     []string        `json:"current"`
-	Want        []string        `json:"want"`
-	Add         []string        `json:"add"`
-	Remove      []string        `json:"remove"`
-	Keep        []string        `json:"keep"`
-	Safety      string          `json:"safety"` // "ok", "refused", "skipped (--force)"
-	SafetyNotes []string        `json:"safety_notes,omitempty"`
-	DryRun      bool            `json:"dry_run"`
-	Applied     bool            `json:"applied"`
+	Host        string   `json:"host"`
+	Owner       string   `json:"owner"`
+	Zone        string   `json:"zone"`
+	Provider    string   `json:"provider"`
+	TTL         uint32   `json:"ttl"`
+	Current     []string `json:"current"`
+	Want        []string `json:"want"`
+	Add         []string `json:"add"`
+	Remove      []string `json:"remove"`
+	Keep        []string `json:"keep"`
+	Safety      string   `json:"safety"` // "ok", "refused", "skipped (--force)"
+	SafetyNotes []string `json:"safety_notes,omitempty"`
+	DryRun      bool     `json:"dry_run"`
+	Applied     bool     `json:"applied"`
 }
 
 func runPublish(c *cli.Context) error {
@@ -554,4 +554,3 @@ func printPublish(w io.Writer, asJSON bool, p publishPlan, msg string) error {
 	_, err := io.WriteString(w, b.String())
 	return err
 }
-
