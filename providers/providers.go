@@ -12,6 +12,7 @@ package providers
 import (
 	"errors"
 	"fmt"
+	"github.com/tlsactl/tlsactl/internal/safefile"
 	"os"
 	"sort"
 	"strings"
@@ -85,7 +86,9 @@ func (s Settings) Secret(key, env string) (string, error) {
 	if path != "" {
 		rf := s.ReadFile
 		if rf == nil {
-			rf = os.ReadFile
+			// A secret readable by others is refused, as OpenSSH refuses
+			// such a private key: the error says the chmod to run.
+			rf = safefile.ReadPrivate
 		}
 		b, err := rf(path)
 		if err != nil {

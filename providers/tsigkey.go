@@ -4,8 +4,8 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/tlsactl/tlsactl/internal/safefile"
 	"net"
-	"os"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -113,7 +113,8 @@ func tokenize(s string) []string {
 	return out
 }
 
-func readFile(path string) ([]byte, error) { return os.ReadFile(path) }
+// readFile reads a TSIG key file, refusing one that others can read.
+func readFile(path string) ([]byte, error) { return safefile.ReadPrivate(path) }
 
 // withPort adds the DNS port 53 to a server address without one.
 func withPort(server string) string {

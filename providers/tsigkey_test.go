@@ -147,12 +147,20 @@ func TestRFC2136Settings(t *testing.T) {
 	if err := os.WriteFile(bad, []byte(strings.Replace(key.BINDKeyFile(), "hmac-sha256", "hmac-md5", 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	open := filepath.Join(dir, "open.key")
+	if err := os.WriteFile(open, []byte(key.BINDKeyFile()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o644); err != nil { // past the umask
+		t.Fatal(err)
+	}
 	noEnv := func(string) string { return "" }
 	for _, tc := range []struct {
 		name    string
 		s       providers.Settings
 		wantErr string
 	}{
+		{"key file readable by others", providers.Settings{Values: map[string]string{"server": "127.0.0.1", "tsig_key_file": open}, Env: noEnv}, "chmod 600 " + open},
 		{"ok", providers.Settings{Values: map[string]string{"server": "127.0.0.1", "tsig_key_file": good}, Env: noEnv}, ""},
 		{"ok from env", providers.Settings{Env: func(k string) string {
 			return map[string]string{"TLSACTL_RFC2136_SERVER": "127.0.0.1:5353", "TLSACTL_TSIG_KEY_FILE": good}[k]

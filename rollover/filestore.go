@@ -16,6 +16,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tlsactl/tlsactl/internal/safefile"
+	"github.com/tlsactl/tlsactl/tlsa"
 )
 
 // FileStore is a [Store] in a local directory. The layout is
@@ -27,10 +30,11 @@ import (
 //	<dir>/<host>/<name>.manifest.json   SHA-256 of both; marks the pair complete
 //
 // where <host> is the FQDN in lower case without the trailing dot. Every file
-// except the lock file is written atomically (temporary file created 0600 with
-// O_EXCL in the same directory, fsync, rename, fsync of the directory), so a
-// reader sees the old or the new content, never a mix. Temporary files start
-// with "." and so never collide with a host or material name.
+// except the lock file is written atomically by [safefile] (temporary file
+// created 0600 with O_EXCL in the same directory, fsync, rename, fsync of the
+// directory), so a reader sees the old or the new content, never a mix.
+// Temporary files start with "." and so never collide with a host or
+// material name.
 //
 // The lock is an advisory flock(2), which is Unix-only. It needs a local
 // file system: flock over NFS is not reliable.
@@ -153,15 +157,64 @@ func (store *FileStore) Load(host string) (*State, error) {
 	}
 	var s State
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("rollover: state file %s is corrupt (%v); it was not changed: repair or remove it by hand", p, err)
+		return nil, fmt.Errorf("rollover: state file %s is corrupt (%s); it was not changed: repair or remove it by hand", p, bounded(err.Error()))
 	}
 	if got, err := normalizeHost(s.Host); err != nil || got != h {
-		return nil, fmt.Errorf("rollover: state file %s is for host %q, not %q", p, s.Host, h)
+		return nil, fmt.Errorf("rollover: state file %s is for host %q, not %q", p, bounded(s.Host), h)
 	}
 	if s.Version > stateFormat {
 		return nil, fmt.Errorf("rollover: state file %s has format version %d; this tlsactl reads up to %d", p, s.Version, stateFormat)
 	}
+	if err := checkState(&s); err != nil {
+		return nil, fmt.Errorf("rollover: state file %s is corrupt (%s); it was not changed: repair or remove it by hand", p, bounded(err.Error()))
+	}
 	return &s, nil
+}
+
+// checkState refuses a state the engine cannot act on as written: an
+// unknown plan or status, or a record that does not parse. Acting on it
+// would go wrong quietly: a record that does not parse reads as no record
+// (a publish would then delete the RRset). A step outside the plan reads
+// as done (State.CurrentStep).
+func checkState(s *State) error {
+	if s.Version < 0 {
+		return fmt.Errorf("format version %d", s.Version)
+	}
+	if !s.Plan.Valid() {
+		return fmt.Errorf("unknown plan %q", s.Plan)
+	}
+	switch s.Status {
+	case StatusActive, StatusDone, StatusAborted:
+	default:
+		return fmt.Errorf("unknown status %q", s.Status)
+	}
+	for _, f := range []struct {
+		name string
+		recs []string
+	}{
+		{"old_ee", s.OldEE}, {"old_ta", s.OldTA}, {"new_ta", nonEmpty(s.NewTA)}, {"next_ee", nonEmpty(s.Next)},
+		{"new_ee", nonEmpty(s.NewEE)}, {"added", s.Added}, {"want", s.Want},
+	} {
+		if err := checkRecords(f.name, f.recs); err != nil {
+			return err
+		}
+	}
+	for i, v := range s.Versions {
+		if err := checkRecords(fmt.Sprintf("versions[%d]", i), v.Records); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkRecords returns an error naming field when a record does not parse.
+func checkRecords(field string, recs []string) error {
+	for i, r := range recs {
+		if _, err := tlsa.ParseRecord(r); err != nil {
+			return fmt.Errorf("%s[%d]: %w", field, i, err)
+		}
+	}
+	return nil
 }
 
 // Save writes s atomically to the state file of s.Host. It does not take
@@ -237,7 +290,7 @@ func (store *FileStore) PutMaterial(host, name string, m Material) error {
 	}
 	dir := store.hostDir(h)
 	if err := os.Mkdir(dir, 0o700); err == nil {
-		if err := syncDir(store.dir); err != nil {
+		if err := safefile.SyncDir(store.dir); err != nil {
 			return fmt.Errorf("rollover: stage material %s/%s: %w", h, name, err)
 		}
 	} else if !errors.Is(err, os.ErrExist) {
@@ -255,45 +308,44 @@ func (store *FileStore) PutMaterial(host, name string, m Material) error {
 	}
 	man = append(man, '\n')
 
-	// Temporary files in creation order; removed on any failure.
-	var temps []string
-	defer func() {
-		for _, t := range temps {
-			if t != "" {
-				os.Remove(t)
-			}
-		}
-	}()
-	for _, data := range [][]byte{m.KeyPEM, m.ChainPEM, man} {
-		t, err := writeTemp(dir, data)
-		if err != nil {
-			return fmt.Errorf("rollover: stage material %s/%s: %w", h, name, err)
-		}
-		temps = append(temps, t)
-	}
-
 	manPath := filepath.Join(dir, name+".manifest.json")
-	if err := os.Remove(manPath); err == nil {
-		if err := syncDir(dir); err != nil {
-			return fmt.Errorf("rollover: stage material %s/%s: %w", h, name, err)
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("rollover: stage material %s/%s: %w", h, name, err)
-	}
 	finals := []string{
 		filepath.Join(dir, name+".key.pem"),
 		filepath.Join(dir, name+".chain.pem"),
 		manPath,
 	}
-	for i, t := range temps {
-		if err := os.Rename(t, finals[i]); err != nil {
+	// Staged files in creation order; Close removes those not renamed.
+	var staged []*safefile.File
+	defer func() {
+		for _, f := range staged {
+			f.Close()
+		}
+	}()
+	for i, data := range [][]byte{m.KeyPEM, m.ChainPEM, man} {
+		f, err := safefile.Stage(finals[i], data, safefile.Options{Mode: 0o600})
+		if err != nil {
 			return fmt.Errorf("rollover: stage material %s/%s: %w", h, name, err)
 		}
-		temps[i] = "" // renamed: nothing to clean up
+		staged = append(staged, f)
 	}
-	temps = nil
-	if err := syncDir(dir); err != nil {
+
+	if err := os.Remove(manPath); err == nil {
+		if err := safefile.SyncDir(dir); err != nil {
+			return fmt.Errorf("rollover: stage material %s/%s: %w", h, name, err)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("rollover: stage material %s/%s: %w", h, name, err)
+	}
+	for _, f := range staged {
+		if err := f.Commit(); err != nil {
+			return fmt.Errorf("rollover: stage material %s/%s: %w", h, name, err)
+		}
+	}
+	// Close fsyncs the directory after the renames.
+	for _, f := range staged {
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("rollover: stage material %s/%s: %w", h, name, err)
+		}
 	}
 	return nil
 }
@@ -440,51 +492,9 @@ func flock(f *os.File, how int) error {
 	}
 }
 
-// writeAtomic replaces dir/name with data: a reader sees the old or the
-// new file, and after a crash one of them is on disk.
+// writeAtomic replaces dir/name with data, mode 0600 (see [safefile.Write]):
+// a reader sees the old or the new file, and after a crash one of them is on
+// disk.
 func writeAtomic(dir, name string, data []byte) error {
-	t, err := writeTemp(dir, data)
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(t, filepath.Join(dir, name)); err != nil {
-		os.Remove(t)
-		return err
-	}
-	return syncDir(dir)
-}
-
-// writeTemp writes data to a new file in dir, created with mode 0600 and
-// O_EXCL (os.CreateTemp), synced and closed, and returns its path. The name
-// starts with "." so it is never taken for a host or material.
-func writeTemp(dir string, data []byte) (string, error) {
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return "", err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return "", err
-	}
-	return f.Name(), nil
-}
-
-// syncDir makes renames and creations in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return safefile.Write(filepath.Join(dir, name), data, safefile.Options{Mode: 0o600})
 }

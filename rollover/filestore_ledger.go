@@ -44,15 +44,28 @@ func readLedger(path, owner string) (*Ledger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rollover: ledger: %w", err)
 	}
+	corrupt := func(why string) (*Ledger, error) {
+		return nil, fmt.Errorf("rollover: ledger file %s is corrupt (%s); it was not changed: repair it by hand (removing it forgets what caches may hold)", path, bounded(why))
+	}
 	var l Ledger
 	if err := json.Unmarshal(b, &l); err != nil {
-		return nil, fmt.Errorf("rollover: ledger file %s is corrupt (%v); it was not changed: repair it by hand (removing it forgets what caches may hold)", path, err)
+		return corrupt(err.Error())
 	}
 	if l.Format > ledgerFormat {
 		return nil, fmt.Errorf("rollover: ledger file %s has format %d; this tlsactl reads up to %d", path, l.Format, ledgerFormat)
 	}
 	if got := strings.TrimSuffix(strings.ToLower(l.Owner), "."); got != owner {
-		return nil, fmt.Errorf("rollover: ledger file %s is for %q, not %q", path, l.Owner, owner)
+		return nil, fmt.Errorf("rollover: ledger file %s is for %q, not %q", path, bounded(l.Owner), owner)
+	}
+	if l.Format < 0 {
+		return corrupt(fmt.Sprintf("format %d", l.Format))
+	}
+	// A record that does not parse would read as no record: the version
+	// would seem to hold less than it did.
+	for i, v := range l.Versions {
+		if err := checkRecords(fmt.Sprintf("versions[%d]", i), v.Records); err != nil {
+			return corrupt(err.Error())
+		}
 	}
 	return &l, nil
 }

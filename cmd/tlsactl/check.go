@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/tlsactl/tlsactl/internal/check"
 	"github.com/tlsactl/tlsactl/internal/config"
 	"github.com/tlsactl/tlsactl/internal/dnsx"
+	"github.com/tlsactl/tlsactl/internal/safefile"
 	"github.com/tlsactl/tlsactl/internal/starttls"
 	"github.com/tlsactl/tlsactl/rollover"
 	"github.com/tlsactl/tlsactl/tlsa"
@@ -182,8 +182,9 @@ func countActionable(fs []check.Finding) int {
 	return n
 }
 
-// writePrometheus writes a node-exporter textfile atomically: a temp file in
-// the same directory, then rename.
+// writePrometheus writes a node-exporter textfile atomically (see
+// writeFileAtomic); the temporary name does not end in .prom, so the
+// collector never reads it.
 func writePrometheus(path string, rep check.Report) error {
 	var b strings.Builder
 	b.WriteString("# HELP tlsactl_host_status Check status per MX host address: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.\n# TYPE tlsactl_host_status gauge\n")
@@ -209,32 +210,11 @@ func writePrometheus(path string, rep check.Report) error {
 	return writeFileAtomic(path, []byte(b.String()), 0o644)
 }
 
-// writeFileAtomic writes data to path through a temp file in the same
-// directory and a rename, so readers never see a partial file.
+// writeFileAtomic writes data to path with mode through a temporary file in
+// the same directory, fsynced and renamed (see [safefile.Write]), so readers
+// never see a partial file.
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, unwrapPathError(err))
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err = f.Write(data); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, mode)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, unwrapPathError(err))
-	}
-	return nil
+	return safefile.Write(path, data, safefile.Options{Mode: mode})
 }
 
 // recordCheck adds every secure TLSA RRset the check saw to the ledger of

@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/tlsactl/tlsactl/internal/safefile"
 	"github.com/tlsactl/tlsactl/tlsa"
 	"io"
 	"io/fs"
@@ -19,6 +20,20 @@ const maxInputSize = 8 << 20
 
 // readInput reads a certificate, key, CSR or RRset file ("-" is stdin) with a
 // size limit, and returns one-line errors that name the file and the fix.
+// readKeyInput reads a private key that tlsactl will install on a server:
+// like readInput, but a file that group or others can read is refused, as
+// OpenSSH refuses such a private key (the error says the chmod to run).
+func readKeyInput(path string, stdin io.Reader) ([]byte, error) {
+	if path != "-" {
+		if _, err := os.Stat(path); err == nil {
+			if err := safefile.CheckPrivate(path); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return readInput(path, stdin)
+}
+
 func readInput(path string, stdin io.Reader) ([]byte, error) {
 	if path == "-" {
 		b, err := io.ReadAll(io.LimitReader(stdin, maxInputSize+1))

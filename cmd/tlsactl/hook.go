@@ -175,7 +175,7 @@ func runHookLego(c *cli.Context) error {
 		// lego --csr sets the variable but writes no key file (or leaves
 		// an old one): then the next key is looked up.
 		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
-			b, err := readInput(p, nil)
+			b, err := readKeyInput(p, nil)
 			if err != nil {
 				return badInput(fmt.Errorf("%s: %w", envLegoKey, err))
 			}
@@ -199,7 +199,7 @@ func runHookCertbot(c *cli.Context) error {
 		return badInput(err)
 	}
 	in.keyFrom = filepath.Join(dir, "privkey.pem")
-	b, err := readInput(in.keyFrom, nil)
+	b, err := readKeyInput(in.keyFrom, nil)
 	if err != nil {
 		return badInput(err)
 	}
@@ -242,7 +242,7 @@ func (in *hookInput) material(keyDir string) (rollover.Material, []*x509.Certifi
 		cands = append(cands, cand{in.keyFrom, in.keyPEM})
 	}
 	next := filepath.Join(keyDir, nextKeyFile)
-	if b, err := os.ReadFile(next); err == nil {
+	if b, err := readKeyInput(next, nil); err == nil {
 		cands = append(cands, cand{next, b})
 	}
 	for _, k := range cands {

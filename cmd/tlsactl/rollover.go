@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/tlsactl/tlsactl/internal/config"
@@ -159,16 +158,8 @@ func newRolloverEnv(c *cli.Context) (*rolloverEnv, error) {
 	}
 	env := &rolloverEnv{cfg: cfg, resolver: &dnsx.Resolver{Addr: addr}, store: store}
 	env.engine = &rollover.Engine{Store: store, Clock: rollover.SystemClock{}, Target: env.target, LockWait: 10 * time.Second}
-	// Crash tests: TLSACTL_FAILPOINT=<point> kills this process with SIGKILL
-	// at that point of the engine (see rollover.Engine.Failpoint).
-	if fp := os.Getenv("TLSACTL_FAILPOINT"); fp != "" {
-		env.engine.Failpoint = func(point string) {
-			if point == fp {
-				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-				select {} // the signal is on its way
-			}
-		}
-	}
+	// Crash tests only: see failpoint.go (built with -tags failpoints).
+	setFailpoint(env.engine)
 	return env, nil
 }
 
@@ -386,7 +377,7 @@ func readMaterial(c *cli.Context, certFlag, keyFlag string) (*rollover.Material,
 	if err != nil {
 		return nil, err
 	}
-	key, err := readInput(kp, c.App.Reader)
+	key, err := readKeyInput(kp, c.App.Reader)
 	if err != nil {
 		return nil, err
 	}
@@ -604,6 +595,10 @@ func printStatus(w io.Writer, all []statusJSON) error {
 		b.WriteString("\n")
 		if s.LastError != "" {
 			fmt.Fprintf(&b, "  last error: %s\n", oneLine(s.LastError))
+		}
+		l := rollover.Ledger{Owner: s.Owner, Versions: s.Versions}
+		if cur, ok := l.Current(); ok {
+			fmt.Fprintf(&b, "  current RRset (TTL %d): %s\n", cur.TTL, strings.Join(cur.Records, ", "))
 		}
 		if s.Owner != "" {
 			fmt.Fprintf(&b, "  ledger of %s (what the name held, written or observed):\n", s.Owner)

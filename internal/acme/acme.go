@@ -37,6 +37,8 @@ import (
 	"github.com/go-acme/lego/v4/lego"
 	legolog "github.com/go-acme/lego/v4/log"
 	"github.com/go-acme/lego/v4/registration"
+
+	"github.com/tlsactl/tlsactl/internal/safefile"
 )
 
 // Options of one Obtain.
@@ -324,6 +326,11 @@ func loadAccount(stateDir, directory, email string) (*account, error) {
 	dir := AccountDir(stateDir, directory, email)
 	a := &account{Email: email, Directory: directory, dir: dir}
 	kb, err := os.ReadFile(filepath.Join(dir, accountKeyFile))
+	if err == nil {
+		// The account key signs every order: one others can read is
+		// refused, as OpenSSH refuses such a private key.
+		err = safefile.CheckPrivate(filepath.Join(dir, accountKeyFile))
+	}
 	switch {
 	case err == nil:
 		k, err := certcrypto.ParsePEMPrivateKey(kb)
@@ -387,35 +394,10 @@ func (a *account) save() error {
 }
 
 // writeAtomic writes b to path with mode 0600 through a temporary file in
-// the same directory, synced and renamed.
+// the same directory, fsynced and renamed (see [safefile.Write]).
 func writeAtomic(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
+	if err := safefile.Write(path, b, safefile.Options{Mode: 0o600}); err != nil {
 		return fmt.Errorf("acme: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return fmt.Errorf("acme: %w", err)
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("acme: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("acme: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("acme: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("acme: %w", err)
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		d.Close()
 	}
 	return nil
 }

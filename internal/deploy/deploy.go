@@ -8,7 +8,7 @@
 // # What the server may see while the files are swapped
 //
 // Both new files are written in full and fsynced under temporary names in
-// their target directories first; only then are they renamed over the old
+// their target directories first (safefile.Stage); only then are they renamed over the old
 // ones, key first, then chain, then the optional leaf-only certificate, back
 // to back, and the directories fsynced. A reader sees either the old or the
 // new content of each file, never a partial file. Between the two renames
@@ -22,6 +22,20 @@
 // (Postfix: smtpd_tls_chain_files = /etc/postfix/combined.pem) and set
 // KeyFile and ChainFile to that same path: it is then written as key followed
 // by chain, with the key's mode, in a single rename.
+//
+// # What a deploy refuses, and what it hands on
+//
+// A deploy usually runs as root, so whoever could swap a symbolic link or a
+// directory on the way to a key or chain file could make it overwrite any
+// file. It therefore follows a link only into a file owned by root, the
+// configured owner or this user, and writes only in directories that such
+// a user owns and nobody else may write to (see Config.KeyFile); the files
+// are written with internal/safefile through a handle of the directory checked,
+// and read with O_NOFOLLOW. The reload command gets a minimal environment
+// ([ReloadEnv]), without the provider credentials tlsactl holds. Text from
+// outside that ends up in an error (the reload command's output, a probe's
+// error, a certificate's name) is bounded to a few hundred bytes, since the
+// engine keeps errors in the rollover state and history.
 package deploy
 
 import (
@@ -39,6 +53,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tlsactl/tlsactl/rollover"
 )
@@ -52,8 +67,14 @@ const (
 	DefaultProbeInterval             = 500 * time.Millisecond
 )
 
-// maxOutput bounds the reload command output kept for error messages.
-const maxOutput = 4096
+// maxOutput bounds the reload command output kept for error messages, and
+// maxServerText any other text from outside (a probe's error, a certificate
+// name) that reaches an error, and so the rollover state and history.
+const (
+	maxOutput     = 400
+	maxServerText = 300
+	maxName       = 64
+)
 
 // Sentinel errors, wrapped by the errors Deploy returns.
 var (
@@ -84,11 +105,17 @@ type Config struct {
 	// (PEM) and the full chain (PEM, leaf first, then the CA certificates).
 	// Both are required. They may name the same file: it then holds the key
 	// followed by the chain and is replaced in a single rename (see the
-	// package documentation). A symbolic link at either path is followed:
-	// its target is replaced, the link is kept.
+	// package documentation). A symbolic link at either path is followed
+	// (its target is replaced, the link is kept) only into a file owned by
+	// root, Owner or this user; and every directory on the way (the one
+	// holding the path, each link and the file, and their ancestors) must
+	// be owned likewise and not writable by group or others (ancestors may
+	// be sticky, as /tmp is). Anything else is refused before a file is
+	// touched, with the fix: a deploy runs as root, and whoever could swap
+	// a link or a directory could make it overwrite any file.
 	KeyFile, ChainFile string
 	// CertFile, optional, receives the leaf certificate alone, for servers
-	// that want it separately.
+	// that want it separately. It is checked like KeyFile.
 	CertFile string
 
 	// KeyMode is the mode of the key file (default 0600); CertMode that of
@@ -96,12 +123,14 @@ type Config struct {
 	KeyMode, CertMode os.FileMode
 	// Owner and Group (names or numeric ids), optional, are set on the new
 	// files. When empty, a file keeps the owner (group) of the file it
-	// replaces; a new file gets the process's.
+	// replaces; a new file, and one reached through a symbolic link (whose
+	// target must not pass its owner on), gets the process's.
 	Owner, Group string
 
 	// Reload is the argv of the reload command, run without a shell, e.g.
 	// ["postfix", "-c", "/etc/postfix", "reload"]. Empty: no command is run
-	// (for servers that notice new files by themselves).
+	// (for servers that notice new files by themselves). It runs with a
+	// minimal environment (see ReloadEnv): no provider credentials.
 	Reload        []string
 	ReloadTimeout time.Duration // default 60s
 
@@ -262,7 +291,7 @@ func (d *FileDeployer) Deploy(ctx context.Context, m rollover.Material, restore 
 		}
 		return d.rollback(ctx, back, what, cause)
 	}
-	if err := backup(back); err != nil {
+	if err := d.backup(back); err != nil {
 		return unchanged(fmt.Errorf("backing up the current files: %w", err))
 	}
 	if renamed, err := d.install(files, prev); err != nil {
@@ -274,7 +303,7 @@ func (d *FileDeployer) Deploy(ctx context.Context, m rollover.Material, restore 
 			// (a crash): make it load what is put back.
 			return d.rollback(ctx, back, what, fmt.Errorf("writing the new files: %w", err))
 		}
-		if rerr := putBack(back); rerr != nil {
+		if rerr := d.putBack(back); rerr != nil {
 			return fmt.Errorf("deploy: writing the new files: %w; restoring the previous files also failed: %v: put back the *%s copies by hand", err, rerr, backupSuffix)
 		}
 		return fmt.Errorf("deploy: writing the new files: %w; %s, nothing was reloaded", err, what)
@@ -310,7 +339,7 @@ func restoredLeaf(chainPEM []byte) string {
 // effort, under a fresh bounded context) and returns cause with the outcome;
 // what says what was put back.
 func (d *FileDeployer) rollback(ctx context.Context, back []fileState, what string, cause error) error {
-	if err := putBack(back); err != nil {
+	if err := d.putBack(back); err != nil {
 		return fmt.Errorf("deploy: %w; RESTORING the certificate files FAILED: %v: the server may read the new files; put back the *%s copies by hand and reload", cause, err, backupSuffix)
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.ReloadTimeout)
@@ -321,8 +350,8 @@ func (d *FileDeployer) rollback(ctx context.Context, back []fileState, what stri
 	return fmt.Errorf("deploy: %w; %s and the server reloaded", cause, what)
 }
 
-// reload runs the reload command under ReloadTimeout. The error does not
-// name the command; callers do.
+// reload runs the reload command under ReloadTimeout, with ReloadEnv's
+// environment. The error does not name the command; callers do.
 func (d *FileDeployer) reload(ctx context.Context) error {
 	argv := d.cfg.Reload
 	if len(argv) == 0 {
@@ -332,6 +361,7 @@ func (d *FileDeployer) reload(ctx context.Context) error {
 	defer cancel()
 	out := &boundedBuffer{max: maxOutput}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = ReloadEnv(os.Environ())
 	cmd.Stdout, cmd.Stderr = out, out
 	// A child that keeps the output pipe open must not hold us past the
 	// timeout.
@@ -359,8 +389,10 @@ func (d *FileDeployer) waitServed(ctx context.Context, leaf *x509.Certificate) e
 	start := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, d.cfg.ProbeTimeout)
 	defer cancel()
-	tick := time.NewTicker(d.cfg.ProbeInterval)
-	defer tick.Stop()
+	// A full interval from the end of one probe to the start of the next
+	// (a ticker would fire at once after a slow probe).
+	wait := time.NewTimer(d.cfg.ProbeInterval)
+	defer wait.Stop()
 	last := "no probe finished"
 	for {
 		chains, err := d.cfg.Prober.Served(pctx)
@@ -372,8 +404,9 @@ func (d *FileDeployer) waitServed(ctx context.Context, leaf *x509.Certificate) e
 		} else if pctx.Err() == nil {
 			// A probe cut short by the deadline says nothing new: keep
 			// the previous observation for the message.
-			last = "probe failed: " + err.Error()
+			last = "probe failed: " + clip(err.Error(), maxServerText)
 		}
+		wait.Reset(d.cfg.ProbeInterval)
 		select {
 		case <-pctx.Done():
 			if cerr := ctx.Err(); cerr != nil {
@@ -381,7 +414,7 @@ func (d *FileDeployer) waitServed(ctx context.Context, leaf *x509.Certificate) e
 			}
 			return fmt.Errorf("%w: %s did not serve the new leaf (%s) within %s (last: %s): check that the reload command makes the server read %s",
 				ErrNotServed, d.target(), describe(leaf), d.cfg.ProbeTimeout, last, d.cfg.ChainFile)
-		case <-tick.C:
+		case <-wait.C:
 		}
 	}
 }
@@ -454,7 +487,8 @@ func (w *boundedBuffer) String() string {
 	return s
 }
 
-// describe names a certificate for messages.
+// describe names a certificate for messages; the name is the server's
+// text, so it is bounded.
 func describe(c *x509.Certificate) string {
 	name := c.Subject.CommonName
 	if name == "" && len(c.DNSNames) > 0 {
@@ -463,7 +497,48 @@ func describe(c *x509.Certificate) string {
 	if name == "" {
 		name = c.Subject.String()
 	}
-	return fmt.Sprintf("%q serial %x, expires %s", name, c.SerialNumber, c.NotAfter.UTC().Format("2006-01-02"))
+	serial := fmt.Sprintf("%x", c.SerialNumber)
+	return fmt.Sprintf("%q serial %s, expires %s", clip(name, maxName), clip(serial, maxName), c.NotAfter.UTC().Format("2006-01-02"))
+}
+
+// clip bounds s to about max bytes (cut at a rune boundary, "…" appended).
+func clip(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	i := max
+	for j := 0; j < utf8.UTFMax-1 && i > 0 && !utf8.RuneStart(s[i]); j++ {
+		i--
+	}
+	return s[:i] + "…"
+}
+
+// defaultPath is the reload command's PATH when tlsactl has none.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// ReloadEnv returns the environment the reload command runs with, taken from
+// environ (os.Environ()): PATH (a default when unset), HOME, LANG, LANGUAGE
+// and LC_*, nothing else. tlsactl's own environment holds DNS provider
+// credentials (AWS_*, OVH_*, DESEC_TOKEN, TSIG keys, …) that a reload command
+// has no business seeing and could log.
+func ReloadEnv(environ []string) []string {
+	var out []string
+	havePath := false
+	for _, kv := range environ {
+		k, _, ok := strings.Cut(kv, "=")
+		if !ok {
+			continue
+		}
+		switch {
+		case k == "PATH", k == "HOME", k == "LANG", k == "LANGUAGE", strings.HasPrefix(k, "LC_"):
+			out = append(out, kv)
+			havePath = havePath || k == "PATH"
+		}
+	}
+	if !havePath {
+		out = append(out, "PATH="+defaultPath)
+	}
+	return out
 }
 
 // absPath makes p absolute (for messages and backups); errors keep p.

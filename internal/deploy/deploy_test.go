@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsactl/tlsactl/internal/safefile"
 	"github.com/tlsactl/tlsactl/internal/testbed"
 	"github.com/tlsactl/tlsactl/rollover"
 )
@@ -156,7 +157,7 @@ func noTempFiles(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 	for _, e := range ents {
-		if strings.Contains(e.Name(), ".tlsactl-tmp-") {
+		if safefile.IsTemp(e.Name()) {
 			t.Errorf("temporary file left behind: %s", e.Name())
 		}
 	}

@@ -5,11 +5,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
 
+	"github.com/tlsactl/tlsactl/internal/safefile"
 	"github.com/tlsactl/tlsactl/rollover"
 )
 
@@ -20,14 +22,17 @@ const backupSuffix = ".tlsactl-prev"
 
 // target is a file to write.
 type target struct {
-	path string // symlinks resolved
-	data []byte
-	mode os.FileMode
+	path    string // symlinks resolved, checked by resolve
+	what    string // "key file", … for messages
+	viaLink bool   // reached through a symbolic link: the owner is not inherited
+	data    []byte
+	mode    os.FileMode
 }
 
 // fileState is a file as it was before Deploy.
 type fileState struct {
 	path     string
+	what     string
 	exists   bool
 	data     []byte
 	mode     os.FileMode
@@ -48,43 +53,60 @@ func (d *FileDeployer) plan(p *Parsed) ([]target, error) {
 // the key followed by the chain, with the key's mode), and the leaf-only file
 // when one is configured (leafPEM is ignored otherwise).
 func (d *FileDeployer) layout(keyPEM, chainPEM, leafPEM []byte) ([]target, error) {
-	keyPath, err := resolve(d.cfg.KeyFile)
+	key, err := d.resolve("key file", d.cfg.KeyFile)
 	if err != nil {
 		return nil, err
 	}
-	chainPath, err := resolve(d.cfg.ChainFile)
+	chain, err := d.resolve("chain file", d.cfg.ChainFile)
 	if err != nil {
 		return nil, err
 	}
 	var files []target
-	if keyPath == chainPath {
+	if key.path == chain.path {
 		combined := append(append([]byte{}, keyPEM...), chainPEM...)
-		files = append(files, target{path: keyPath, data: combined, mode: d.cfg.KeyMode})
+		files = append(files, target{path: key.path, what: "key file", viaLink: key.viaLink || chain.viaLink, data: combined, mode: d.cfg.KeyMode})
 	} else {
 		files = append(files,
-			target{path: keyPath, data: keyPEM, mode: d.cfg.KeyMode},
-			target{path: chainPath, data: chainPEM, mode: d.cfg.CertMode})
+			target{path: key.path, what: "key file", viaLink: key.viaLink, data: keyPEM, mode: d.cfg.KeyMode},
+			target{path: chain.path, what: "chain file", viaLink: chain.viaLink, data: chainPEM, mode: d.cfg.CertMode})
 	}
 	if d.cfg.CertFile != "" {
-		certPath, err := resolve(d.cfg.CertFile)
+		cert, err := d.resolve("certificate file", d.cfg.CertFile)
 		if err != nil {
 			return nil, err
 		}
-		if certPath == keyPath || certPath == chainPath {
+		if cert.path == key.path || cert.path == chain.path {
 			return nil, fmt.Errorf("deploy: %s resolves to the key or chain file: give the leaf-only certificate its own file", d.cfg.CertFile)
 		}
-		files = append(files, target{path: certPath, data: leafPEM, mode: d.cfg.CertMode})
+		files = append(files, target{path: cert.path, what: "certificate file", viaLink: cert.viaLink, data: leafPEM, mode: d.cfg.CertMode})
 	}
 	return files, nil
 }
 
+// owner returns the ids a new file f gets: the configured ones, else those
+// of the file it replaces (prev) — unless f was reached through a symbolic
+// link, whose target must not pass its owner on: then the process's
+// (-1, leave as created).
+func (d *FileDeployer) owner(f target, prev fileState) (uid, gid int) {
+	uid, gid = d.uid, d.gid
+	if prev.exists && !f.viaLink {
+		if uid < 0 {
+			uid = prev.uid
+		}
+		if gid < 0 {
+			gid = prev.gid
+		}
+	}
+	return uid, gid
+}
+
 // restoreStates returns what the files must hold to put r back: r's key and
 // chain bytes as they are (byte for byte) and the leaf of r's chain, with the
-// configured modes, and the configured owner or else that of the file found
-// (prev, in the same order). An empty key (the key file did not exist before
-// the rollover) makes a file that is removed on restore. It fails, before
-// anything is touched, when a leaf-only file is configured and r's chain
-// holds no certificate.
+// configured modes, and the owner a deploy gives them (see owner; prev are
+// the files found, in the same order). An empty key (the key file did not
+// exist before the rollover) makes a file that is removed on restore. It
+// fails, before anything is touched, when a leaf-only file is configured and
+// r's chain holds no certificate.
 func (d *FileDeployer) restoreStates(r rollover.Material, prev []fileState) ([]fileState, error) {
 	var leafPEM []byte
 	if d.cfg.CertFile != "" {
@@ -110,14 +132,8 @@ func (d *FileDeployer) restoreStates(r rollover.Material, prev []fileState) ([]f
 	}
 	out := make([]fileState, len(files))
 	for i, f := range files {
-		uid, gid := d.uid, d.gid
-		if uid < 0 && prev[i].exists {
-			uid = prev[i].uid
-		}
-		if gid < 0 && prev[i].exists {
-			gid = prev[i].gid
-		}
-		out[i] = fileState{path: f.path, exists: len(f.data) > 0, data: f.data, mode: f.mode, uid: uid, gid: gid}
+		uid, gid := d.owner(f, prev[i])
+		out[i] = fileState{path: f.path, what: f.what, exists: len(f.data) > 0, data: f.data, mode: f.mode, uid: uid, gid: gid}
 	}
 	return out, nil
 }
@@ -135,58 +151,63 @@ func sameContent(a, b []fileState) bool {
 	return true
 }
 
-// resolve makes path absolute and follows symbolic links; a path that does
-// not exist yet is kept (its directory must exist).
-func resolve(path string) (string, error) {
-	abs := absPath(path)
-	r, err := filepath.EvalSymlinks(abs)
-	if err == nil {
-		return r, nil
-	}
-	if errors.Is(err, fs.ErrNotExist) {
-		if fi, derr := os.Stat(filepath.Dir(abs)); derr != nil || !fi.IsDir() {
-			return "", fmt.Errorf("deploy: the directory of %s does not exist: create it or fix the path", abs)
-		}
-		return abs, nil
-	}
-	return "", fmt.Errorf("deploy: %w", err)
-}
-
-// snapshot reads the current content, mode and owner of each target.
+// snapshot reads the current content, mode and owner of each target. The
+// files are opened with O_NOFOLLOW: resolve followed every link, so a link
+// found now was put there since.
 func snapshot(files []target) ([]fileState, error) {
 	var out []fileState
 	for _, f := range files {
-		st := fileState{path: f.path, uid: -1, gid: -1}
-		fi, err := os.Stat(f.path)
+		st := fileState{path: f.path, what: f.what, uid: -1, gid: -1}
+		data, fi, err := readNoFollow(f.path)
 		switch {
-		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			return nil, fmt.Errorf("the %s %s: %w", f.what, f.path, err)
+		case fi == nil:
 			out = append(out, st)
 			continue
-		case err != nil:
-			return nil, err
-		case !fi.Mode().IsRegular():
-			return nil, fmt.Errorf("%s is not a regular file (%v): point the configuration at the file the server reads", f.path, fi.Mode().Type())
 		}
-		if st.data, err = os.ReadFile(f.path); err != nil {
-			return nil, err
-		}
-		st.exists, st.mode = true, fi.Mode().Perm()
-		if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
-			st.uid, st.gid = int(sys.Uid), int(sys.Gid)
-		}
+		st.exists, st.data, st.mode = true, data, fi.Mode().Perm()
+		st.uid, st.gid = fileUID(fi), fileGID(fi)
 		out = append(out, st)
 	}
 	return out, nil
 }
 
+// readNoFollow reads the regular file at path without following a symbolic
+// link there. A missing file gives nil, nil, nil.
+func readNoFollow(path string) ([]byte, fs.FileInfo, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, nil, nil
+	case errors.Is(err, syscall.ELOOP):
+		return nil, nil, fmt.Errorf("is a symbolic link now, though it was not when its path was checked: run again")
+	case err != nil:
+		return nil, nil, fmt.Errorf("%w: check the path and this user's permissions", unwrapPath(err))
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, unwrapPath(err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, nil, fmt.Errorf("not a regular file (%v): point the configuration at the file the server reads", fi.Mode().Type())
+	}
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return nil, nil, unwrapPath(err)
+	}
+	return b, fi, nil
+}
+
 // backup writes each existing file's content to <file>.tlsactl-prev.
-func backup(prev []fileState) error {
-	var stage []staged
+func (d *FileDeployer) backup(prev []fileState) error {
+	var stage []*safefile.File
 	for _, p := range prev {
 		if !p.exists {
 			continue
 		}
-		s, err := stageFile(p.path+backupSuffix, p.data, p.mode, p.uid, p.gid)
+		s, err := d.stageFile(p.what, p.path+backupSuffix, p.data, p.mode, p.uid, p.gid)
 		if err != nil {
 			discard(stage)
 			return err
@@ -199,18 +220,13 @@ func backup(prev []fileState) error {
 
 // install writes the new files: all of them to temporary files first, then
 // renames them in order (key first). The owner is the configured one, else
-// that of the replaced file. It reports whether a file was replaced.
+// that of the replaced file (see owner). It reports whether a file was
+// replaced.
 func (d *FileDeployer) install(files []target, prev []fileState) (renamed bool, err error) {
-	var stage []staged
+	var stage []*safefile.File
 	for i, f := range files {
-		uid, gid := d.uid, d.gid
-		if uid < 0 && prev[i].exists {
-			uid = prev[i].uid
-		}
-		if gid < 0 && prev[i].exists {
-			gid = prev[i].gid
-		}
-		s, err := stageFile(f.path, f.data, f.mode, uid, gid)
+		uid, gid := d.owner(f, prev[i])
+		s, err := d.stageFile(f.what, f.path, f.data, f.mode, uid, gid)
 		if err != nil {
 			discard(stage)
 			return false, err
@@ -222,13 +238,13 @@ func (d *FileDeployer) install(files []target, prev []fileState) (renamed bool, 
 }
 
 // putBack writes the files of prev (removing those that did not exist).
-func putBack(prev []fileState) error {
-	var stage []staged
+func (d *FileDeployer) putBack(prev []fileState) error {
+	var stage []*safefile.File
 	for _, p := range prev {
 		if !p.exists {
 			continue
 		}
-		s, err := stageFile(p.path, p.data, p.mode, p.uid, p.gid)
+		s, err := d.stageFile(p.what, p.path, p.data, p.mode, p.uid, p.gid)
 		if err != nil {
 			discard(stage)
 			return err
@@ -244,96 +260,41 @@ func putBack(prev []fileState) error {
 			if err := os.Remove(p.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				errs = append(errs, err)
 			}
-			syncDir(filepath.Dir(p.path))
+			_ = safefile.SyncDir(filepath.Dir(p.path)) // best effort
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// staged is a fully written, fsynced temporary file waiting to be renamed.
-type staged struct{ tmp, path string }
-
-// stageFile writes data to a temporary file in path's directory with mode and
-// owner (uid/gid -1: leave as created) set, and fsyncs it.
-func stageFile(path string, data []byte, mode os.FileMode, uid, gid int) (staged, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tlsactl-tmp-*")
-	if err != nil {
-		return staged{}, err
-	}
-	fail := func(err error) (staged, error) {
-		f.Close()
-		os.Remove(f.Name())
-		return staged{}, fmt.Errorf("writing %s: %w", path, err)
-	}
-	// Mode first: the temporary file is created 0600, so the key is never
-	// readable by others, not even for a moment.
-	if err := f.Chmod(mode); err != nil {
-		return fail(err)
-	}
-	if uid >= 0 || gid >= 0 {
-		fi, err := f.Stat()
-		if err != nil {
-			return fail(err)
-		}
-		cu, cg := -1, -1
-		if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
-			cu, cg = int(sys.Uid), int(sys.Gid)
-		}
-		if uid == cu {
-			uid = -1
-		}
-		if gid == cg {
-			gid = -1
-		}
-		if uid >= 0 || gid >= 0 {
-			if err := f.Chown(uid, gid); err != nil {
-				return fail(fmt.Errorf("%w (run as root, or configure an owner/group this user may set)", err))
-			}
-		}
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
-		return staged{}, fmt.Errorf("writing %s: %w", path, err)
-	}
-	return staged{tmp: f.Name(), path: path}, nil
+// stageFile writes data to a temporary file in path's directory (checked
+// again as opened, see checkParent) with mode and owner (uid/gid -1: leave
+// as created), and fsyncs it (safefile.Stage).
+func (d *FileDeployer) stageFile(what, path string, data []byte, mode os.FileMode, uid, gid int) (*safefile.File, error) {
+	return safefile.Stage(path, data, safefile.Options{
+		Mode: mode, Chown: uid >= 0 || gid >= 0, UID: uid, GID: gid,
+		CheckDir: d.checkParent(what, path),
+	})
 }
 
-// commit renames the staged files into place, in order, and fsyncs their
-// directories. It returns how many were renamed; on error the rest are
-// discarded.
-func commit(stage []staged) (int, error) {
+// commit renames the staged files into place, in order, back to back, then
+// fsyncs their directories (best effort: the files are in place either
+// way). It returns how many were renamed; on error the rest are discarded.
+func commit(stage []*safefile.File) (int, error) {
 	for i, s := range stage {
-		if err := os.Rename(s.tmp, s.path); err != nil {
-			discard(stage[i:])
-			return i, fmt.Errorf("replacing %s: %w", s.path, err)
+		if err := s.Commit(); err != nil {
+			discard(stage)
+			return i, err
 		}
 	}
-	done := map[string]bool{}
 	for _, s := range stage {
-		if dir := filepath.Dir(s.path); !done[dir] {
-			done[dir] = true
-			syncDir(dir)
-		}
+		_ = s.Close()
 	}
 	return len(stage), nil
 }
 
-func discard(stage []staged) {
+// discard closes staged files: those not renamed are removed.
+func discard(stage []*safefile.File) {
 	for _, s := range stage {
-		os.Remove(s.tmp)
-	}
-}
-
-// syncDir makes renames in dir durable (best effort).
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
+		_ = s.Close()
 	}
 }

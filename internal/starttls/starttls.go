@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // DefaultTimeout is the per-phase timeout used when Options.Timeout is zero.
@@ -35,10 +36,17 @@ const DefaultTimeout = 30 * time.Second
 // quitTimeout bounds the polite goodbye after a successful handshake.
 const quitTimeout = 2 * time.Second
 
-// maxLine and maxLines bound what a server may send in one reply.
+// maxLine and maxLines bound what a server may send in one reply;
+// maxReplyText what of it an *Error keeps (Error.Reply), and maxLineText
+// what of one line an error message quotes, so that an error (which callers
+// print and keep in state and history) stays a few hundred bytes long
+// whatever the server sends.
 const (
-	maxLine  = 8192
-	maxLines = 256
+	maxLine        = 8192
+	maxLines       = 256
+	maxReplyText   = 256
+	maxQuotedReply = 300
+	maxLineText    = 80
 )
 
 // Protocol selects how TLS is started.
@@ -161,7 +169,13 @@ type Error struct {
 func (e *Error) Error() string {
 	s := fmt.Sprintf("starttls: %s %s: %v", e.Addr, e.Phase, e.Err)
 	if e.Reply != "" {
-		s += fmt.Sprintf(" (server said %q)", e.Reply)
+		// Quoting may make binary bytes four times longer: bound the
+		// quoted text, not only Reply.
+		q := strconv.Quote(e.Reply)
+		if len(q) > maxQuotedReply {
+			q = clip(q, maxQuotedReply) + `"`
+		}
+		s += " (server said " + q + ")"
 	}
 	return s
 }
@@ -203,7 +217,20 @@ func (p *prober) fail(ph Phase, reply string, err error) error {
 		!errors.Is(err, ErrNoSTARTTLS) && !errors.Is(err, ErrSTARTTLSRefused) && !errors.Is(err, ErrUnexpectedReply) {
 		err = fmt.Errorf("%w (%v)", ctxErr, err)
 	}
-	return &Error{Phase: ph, Addr: p.opts.Addr, Reply: reply, Err: err}
+	return &Error{Phase: ph, Addr: p.opts.Addr, Reply: clip(reply, maxReplyText), Err: err}
+}
+
+// clip bounds s to max bytes, "…" appended when cut; the cut does not split
+// a UTF-8 sequence (bytes that are none are cut anywhere).
+func clip(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	i := max
+	for j := 0; j < utf8.UTFMax-1 && i > 0 && !utf8.RuneStart(s[i]); j++ {
+		i--
+	}
+	return s[:i] + "…"
 }
 
 // contextErr is ctx.Err(), also reporting DeadlineExceeded when the deadline
@@ -365,7 +392,7 @@ func (p *prober) readLine() (string, error) {
 		}
 		line = append(line, chunk...)
 		if len(line) > maxLine {
-			return string(line[:80]), fmt.Errorf("reply line longer than %d bytes", maxLine)
+			return clip(string(line), maxLineText), fmt.Errorf("reply line longer than %d bytes", maxLine)
 		}
 		if !isPrefix {
 			return string(line), nil
@@ -396,11 +423,11 @@ func (p *prober) smtpReply() (int, []string, string, error) {
 		}
 		raw = append(raw, l)
 		if len(l) < 3 {
-			return code, lines, strings.Join(raw, "\n"), fmt.Errorf("malformed SMTP reply line %q", l)
+			return code, lines, strings.Join(raw, "\n"), fmt.Errorf("malformed SMTP reply line %q", clip(l, maxLineText))
 		}
 		c, err := strconv.Atoi(l[:3])
 		if err != nil || c < 200 || c > 599 || (code != 0 && c != code) {
-			return code, lines, strings.Join(raw, "\n"), fmt.Errorf("malformed SMTP reply line %q", l)
+			return code, lines, strings.Join(raw, "\n"), fmt.Errorf("malformed SMTP reply line %q", clip(l, maxLineText))
 		}
 		code = c
 		text := ""
@@ -412,7 +439,7 @@ func (p *prober) smtpReply() (int, []string, string, error) {
 			return code, lines, strings.Join(raw, "\n"), nil
 		}
 		if l[3] != '-' {
-			return code, lines, strings.Join(raw, "\n"), fmt.Errorf("malformed SMTP reply line %q", l)
+			return code, lines, strings.Join(raw, "\n"), fmt.Errorf("malformed SMTP reply line %q", clip(l, maxLineText))
 		}
 	}
 }
