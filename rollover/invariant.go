@@ -74,6 +74,12 @@ type Invariant struct {
 	// saw may be cached (Ledger.UnknownBefore): set for actions that change
 	// the served chain, which nothing unknown may be relied on to match.
 	UnknownUntil time.Time
+	// Current, when set, is the RRset the provider and every
+	// authoritative server serve now. A live version other than it is one
+	// a lagging server has still to move past: waiting helps, and Pending
+	// is how long to wait before looking again.
+	Current []tlsa.Record
+	Pending time.Duration
 }
 
 // Check returns nil when the action is safe now, else an *UnsafeError.
@@ -95,10 +101,17 @@ func (c Invariant) Check() error {
 				continue
 			}
 			e.Problems = append(e.Problems, fmt.Sprintf("the RRset %s (%s) matches no record of the chain of %s", abbrev(v.Records), versionAge(v, c.Margin), leafName(ch)))
-			if v.Superseded.IsZero() {
+			switch {
+			case v.Superseded.IsZero() && c.Current != nil && !sameSet(recs, c.Current):
+				if end := c.Now.Add(c.Pending); end.After(e.SafeAt) {
+					e.SafeAt = end // a server has still to move past it
+				}
+			case v.Superseded.IsZero():
 				waitHelps = false
-			} else if end := v.CachedUntil(c.Margin); end.After(e.SafeAt) {
-				e.SafeAt = end
+			default:
+				if end := v.CachedUntil(c.Margin); end.After(e.SafeAt) {
+					e.SafeAt = end
+				}
 			}
 		}
 	}

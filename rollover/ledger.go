@@ -32,7 +32,17 @@ type Ledger struct {
 	Format   int       `json:"format"`
 	Owner    string    `json:"owner"`
 	Versions []Version `json:"versions"`
+	// MaxSerial is the highest SOA serial an authoritative server served
+	// in any observation (HasSerial).
+	MaxSerial uint32 `json:"max_serial,omitempty"`
+	HasSerial bool   `json:"has_serial,omitempty"`
 }
+
+// serialAfter reports a > b in RFC 1982 serial number arithmetic.
+func serialAfter(a, b uint32) bool { return a != b && int32(a-b) > 0 }
+
+// floor returns the serial floor for a version first seen now.
+func (l *Ledger) floor() (uint32, bool) { return l.MaxSerial, l.HasSerial }
 
 // Drift is a version the ledger learnt from an observation that tlsactl
 // did not write: someone else changed the RRset, or it is what the name
@@ -93,8 +103,9 @@ func (l *Ledger) Wrote(rs RRSet, writer string, at time.Time) {
 		}
 		return
 	}
+	fl, ok := l.floor()
 	l.Versions = append(l.Versions, Version{Records: texts, TTL: rs.TTL, Requested: at, FirstSeen: at, LastSeen: at,
-		Writer: writer, Initial: len(l.Versions) == 0})
+		Writer: writer, Initial: len(l.Versions) == 0, Floor: fl, HasFloor: ok})
 }
 
 // Record adds an observation made at at. Every RRset seen that the ledger
@@ -109,6 +120,22 @@ func (l *Ledger) Record(obs []Sighting, negTTL uint32, at time.Time) []Drift {
 	atProvider := map[string]bool{}
 	authKeys := map[string]bool{}
 	authOK, authN := true, 0
+	// Versions first seen now get the serial floor from before this
+	// observation: what they are cannot be older than that.
+	fl, hasFl := l.floor()
+	allSerials := true
+	for _, s := range obs {
+		if s.Kind != SourceAuthoritative || s.Err != nil {
+			continue
+		}
+		if !s.SerialOK {
+			allSerials = false
+			continue
+		}
+		if !l.HasSerial || serialAfter(s.Serial, l.MaxSerial) {
+			l.MaxSerial, l.HasSerial = s.Serial, true
+		}
+	}
 	for _, s := range obs {
 		if s.Kind == SourceAuthoritative {
 			authN++
@@ -138,7 +165,12 @@ func (l *Ledger) Record(obs []Sighting, negTTL uint32, at time.Time) []Drift {
 		expected := i >= 0 && s.Kind == SourceResolver && at.Before(l.Versions[i].CachedUntil(0))
 		if i < 0 || (!l.Versions[i].Superseded.IsZero() && !expected) {
 			first := len(l.Versions) == 0
-			l.Versions = append(l.Versions, Version{Records: texts, TTL: ttl, FirstSeen: at, LastSeen: at, Initial: first})
+			nv := Version{Records: texts, TTL: ttl, FirstSeen: at, LastSeen: at, Initial: first, Floor: fl, HasFloor: hasFl}
+			if s.Kind == SourceAuthoritative && s.SerialOK && (!hasFl || serialAfter(fl, s.Serial)) {
+				// Seen served with a serial: that is its floor.
+				nv.Floor, nv.HasFloor = s.Serial, true
+			}
+			l.Versions = append(l.Versions, nv)
 			i = len(l.Versions) - 1
 			drift = append(drift, Drift{Records: texts, Source: s.Source, First: first})
 		}
@@ -188,12 +220,27 @@ func (l *Ledger) Record(obs []Sighting, negTTL uint32, at time.Time) []Drift {
 				}
 				continue
 			}
-			if v.Superseded.IsZero() && !atProvider[key] {
+			if v.Superseded.IsZero() && !atProvider[key] && passed(obs, v, allSerials) {
 				v.Superseded = at
 			}
 		}
 	}
 	return drift
+}
+
+// passed reports whether every authoritative address has moved past v: it
+// serves a later serial than v's floor. Without serials (a source that
+// did not give one), serving another RRset counts as past.
+func passed(obs []Sighting, v *Version, allSerials bool) bool {
+	if !v.HasFloor || !allSerials {
+		return true
+	}
+	for _, s := range obs {
+		if s.Kind == SourceAuthoritative && !serialAfter(s.Serial, v.Floor) {
+			return false // it may still serve v later: a lagging secondary
+		}
+	}
+	return true
 }
 
 func onlyResolvers(seen []string) bool {

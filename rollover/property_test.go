@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -33,13 +35,49 @@ func TestPropertyRollover(t *testing.T) {
 	if *propSeed != 0 {
 		first, n = *propSeed, 1
 	}
-	stats := map[string]int{}
-	for seed := first; seed < first+uint64(n); seed++ {
-		if msg := runProperty(t, seed, stats); msg != "" {
+	getPKI(t) // built here, not in a worker
+	// Seeds are independent worlds: run them on every core, then report in
+	// seed order (the first failing seed, as a sequential run would).
+	msgs, stats := parallelSeeds(n, func(i int, stats map[string]int) string {
+		return runProperty(t, first+uint64(i), stats)
+	})
+	for i, msg := range msgs {
+		if seed := first + uint64(i); msg != "" {
 			t.Fatalf("seed %d (rerun: go test ./rollover -run TestPropertyRollover -rollover.seed=%d):\n%s", seed, seed, msg)
 		}
 	}
 	t.Logf("%d seeds: %v", n, stats)
+}
+
+// parallelSeeds runs run(i, stats) for i in [0, n) on every core and
+// returns each result by i, and the stats of all runs summed.
+func parallelSeeds(n int, run func(i int, stats map[string]int) string) ([]string, map[string]int) {
+	msgs := make([]string, n)
+	each := make([]map[string]int, n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range max(1, runtime.GOMAXPROCS(0)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				each[i] = map[string]int{}
+				msgs[i] = run(i, each[i])
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	stats := map[string]int{}
+	for _, st := range each {
+		for k, v := range st {
+			stats[k] += v
+		}
+	}
+	return msgs, stats
 }
 
 type propRun struct {
@@ -213,7 +251,7 @@ func (r *propRun) event(i int) {
 		w.logf("event %d: clock +%s", i, d)
 		w.advance(d)
 	case x < 65: // a resolver looks the RRset up
-		res, ns := rng.IntN(len(w.res)), rng.IntN(len(w.dns.delays))
+		res, ns := rng.IntN(len(w.dns.res)), rng.IntN(len(w.dns.delays))
 		w.logf("event %d: resolver %d asks ns%d", i, res, ns+1)
 		w.lookup(res, ns)
 	case x < 88: // a transient fault

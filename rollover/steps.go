@@ -210,6 +210,13 @@ func (e *Engine) publish(ctx context.Context, st *State, t Target, step StepKind
 	if msg := w.servedEverywhere(want); msg != "" {
 		return fmt.Errorf("propagation: confirmed, then %s (someone else changed the RRset?)", msg)
 	}
+	if now, err := w.provider(); err != nil {
+		return err
+	} else if !sameSet(now, want) {
+		// A hidden primary serves the change everywhere while the
+		// provider already holds someone else's: the next run repairs it.
+		return fmt.Errorf("confirmed at every authoritative server, but the provider now holds %s (someone else changed the RRset)", abbrev(recordTexts(now)))
+	}
 	ttl := st.TTL
 	if v, ok := w.ledger.Current(); ok {
 		ttl = v.TTL
@@ -357,8 +364,10 @@ func (e *Engine) material(st *State) (Material, []*x509.Certificate, error) {
 func (e *Engine) deployCheck(ctx context.Context, st *State, t Target, w *seen, served [][]*x509.Certificate, chain []*x509.Certificate, action string) error {
 	now := e.now()
 	margin := time.Duration(st.Margin)
+	cur, _ := w.provider() // settled: every authoritative server serves it
 	inv := Invariant{Action: action, Versions: w.ledger.Versions, Chains: append(slices.Clone(served), chain),
-		Names: []string{st.Host}, Now: now, Margin: margin, UnknownUntil: w.ledger.UnknownBefore(margin)}
+		Names: []string{st.Host}, Now: now, Margin: margin, UnknownUntil: w.ledger.UnknownBefore(margin),
+		Current: cur, Pending: transientWait}
 	err := inv.Check()
 	if err == nil {
 		err = e.peerCheck(ctx, st, t, chain, now)

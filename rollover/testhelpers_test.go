@@ -5,7 +5,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -55,6 +54,9 @@ var testBase = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 
 const testHost = "mx.example.net"
 
+// testHost2 is the second host of the multi-host worlds.
+const testHost2 = "mx2.example.net"
+
 type testCA struct {
 	root, inter *x509.Certificate
 	interKey    *ecdsa.PrivateKey
@@ -79,6 +81,13 @@ type testPKI struct {
 	expired  testLeaf // CA1, expired before testBase
 	other    testLeaf // CA1, names another host
 	nextSPKI []byte
+
+	// A second host, testHost2, on its own server with its own keys (a
+	// CNAME'd TLSA owner shared with testHost).
+	oldB, renewB, migB, nextB testLeaf
+	// One server for both names (one deploy target): the certificates
+	// name testHost and testHost2.
+	oldAB, renewAB, migAB, nextAB testLeaf
 }
 
 var (
@@ -135,6 +144,20 @@ func buildPKI() (*testPKI, error) {
 		return nil, err
 	}
 	p.nextSPKI = p.next.cert.RawSubjectPublicKeyInfo
+	b, ab := []string{testHost2}, []string{testHost, testHost2}
+	for _, l := range []struct {
+		to    *testLeaf
+		ca    *testCA
+		cn    string
+		names []string
+	}{
+		{&p.oldB, ca1, "old B", b}, {&p.renewB, ca1, "renew B", b}, {&p.migB, ca2, "migrated B", b}, {&p.nextB, ca1, "next B", b},
+		{&p.oldAB, ca1, "old AB", ab}, {&p.renewAB, ca1, "renew AB", ab}, {&p.migAB, ca2, "migrated AB", ab}, {&p.nextAB, ca1, "next AB", ab},
+	} {
+		if *l.to, err = mk(l.ca, l.cn, l.names, nb, na); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
 }
 
@@ -238,7 +261,11 @@ func rrKey(rs []tlsa.Record) string {
 
 type dnsChange struct {
 	at time.Time
-	rr RRSet
+	rr RRSet // as stored and served (TTL after any provider rewrite)
+	// asked is the TTL the writer asked for (0: as stored).
+	asked uint32
+	// external marks a write by someone else than tlsactl.
+	external bool
 }
 
 // freeze is an interval during which a secondary applies no change: a
@@ -254,21 +281,63 @@ type freeze struct {
 // to when every server serves the change.
 type fakeDNS struct {
 	w       *world
+	owner   string // the TLSA owner name; testOwner when empty
 	negTTL  uint32
 	changes []dnsChange // [0]: the RRset before the test
 	delays  []time.Duration
 	freezes [][]freeze
+
+	// minTTL: the provider stores and serves any lower TTL as minTTL
+	// (deSEC: 3600). echoTTL: its API then still reports the TTL asked
+	// for, while the servers serve minTTL.
+	minTTL  uint32
+	echoTTL bool
+	// res are the resolvers that cache this owner's RRset: senders', and
+	// (ask >= 0) the one tlsactl asks, whose answer Observe reports.
+	res   []resolver
+	ask   int
+	askNS int
 
 	// Faults: the next n calls fail. failSetApplied: the change is made
 	// but the provider reports an error (a timeout after commit).
 	failCurrent, failSet, failSetApplied, failWait int
 
 	sets, waits int
+	// rewrites counts TTLs the provider raised; observed counts Observe
+	// calls that read the provider.
+	rewrites, observed int
 }
 
 const testOwner = "_25._tcp." + testHost + "."
 
-func (d *fakeDNS) Owner() string { return testOwner }
+func (d *fakeDNS) Owner() string {
+	if d.owner != "" {
+		return d.owner
+	}
+	return testOwner
+}
+
+// stored is the TTL the provider keeps for an RRset written with ttl.
+func (d *fakeDNS) stored(rs []tlsa.Record, ttl uint32) uint32 {
+	if d.minTTL > 0 && len(rs) > 0 && ttl < d.minTTL {
+		d.rewrites++
+		return d.minTTL
+	}
+	return ttl
+}
+
+// apiTTL is the TTL the provider's API reports for change c.
+func (d *fakeDNS) apiTTL(c dnsChange) uint32 {
+	if d.echoTTL && c.asked != 0 {
+		return c.asked
+	}
+	return c.rr.TTL
+}
+
+// write appends a change to the provider's RRset (tlsactl's or not).
+func (d *fakeDNS) write(rs []tlsa.Record, ttl uint32, external bool) {
+	d.changes = append(d.changes, dnsChange{at: d.w.clock.Now(), rr: RRSet{Records: slices.Clone(rs), TTL: d.stored(rs, ttl)}, asked: ttl, external: external})
+}
 
 // Observe reports the provider's RRset and what every server serves now;
 // the provider read fails while failCurrent is set.
@@ -278,8 +347,9 @@ func (d *fakeDNS) Observe(ctx context.Context) ([]Sighting, error) {
 		d.failCurrent--
 		out = append(out, Sighting{Kind: SourceProvider, Source: "provider", Err: errors.New("provider API: 503 service unavailable")})
 	} else {
-		c := d.provider()
-		out = append(out, Sighting{Kind: SourceProvider, Source: "provider", Records: slices.Clone(c.Records), TTL: c.TTL})
+		c := d.changes[len(d.changes)-1]
+		out = append(out, Sighting{Kind: SourceProvider, Source: "provider", Records: slices.Clone(c.rr.Records), TTL: d.apiTTL(c)})
+		d.observed++
 	}
 	now := d.w.clock.Now()
 	for i := range d.delays {
@@ -288,7 +358,19 @@ func (d *fakeDNS) Observe(ctx context.Context) ([]Sighting, error) {
 		if len(rr.Records) == 0 {
 			ttl = d.negTTL
 		}
-		out = append(out, Sighting{Kind: SourceAuthoritative, Source: fmt.Sprintf("auth ns%d", i+1), Records: slices.Clone(rr.Records), TTL: ttl})
+		// The zone's serial is the change's index: servers apply changes
+		// in order.
+		out = append(out, Sighting{Kind: SourceAuthoritative, Source: fmt.Sprintf("auth ns%d", i+1), Records: slices.Clone(rr.Records), TTL: ttl,
+			Serial: uint32(1000 + d.servedIndex(i, now)), SerialOK: true})
+	}
+	if d.ask >= 0 && d.ask < len(d.res) {
+		// tlsactl's validating resolver answers from its cache, fetching
+		// from the next server when its copy ran out.
+		d.lookup(d.ask, d.askNS%len(d.delays))
+		d.askNS++
+		c := d.res[d.ask]
+		left := uint32(c.until.Sub(now) / time.Second)
+		out = append(out, Sighting{Kind: SourceResolver, Source: "resolver 127.0.0.1:53", Records: slices.Clone(c.rr.Records), TTL: left})
 	}
 	return out, nil
 }
@@ -298,8 +380,8 @@ func (d *fakeDNS) Current(ctx context.Context) (RRSet, uint32, error) {
 		d.failCurrent--
 		return RRSet{}, 0, errors.New("provider API: 503 service unavailable")
 	}
-	c := d.changes[len(d.changes)-1].rr
-	return RRSet{Records: slices.Clone(c.Records), TTL: c.TTL}, d.negTTL, nil
+	c := d.changes[len(d.changes)-1]
+	return RRSet{Records: slices.Clone(c.rr.Records), TTL: d.apiTTL(c)}, d.negTTL, nil
 }
 
 func (d *fakeDNS) Set(ctx context.Context, want RRSet) error {
@@ -308,8 +390,8 @@ func (d *fakeDNS) Set(ctx context.Context, want RRSet) error {
 		return errors.New("provider API: 500 internal error")
 	}
 	d.sets++
-	d.changes = append(d.changes, dnsChange{at: d.w.clock.Now(), rr: RRSet{Records: slices.Clone(want.Records), TTL: want.TTL}})
-	d.w.logf("  dns: provider set %s ttl %d", rrKey(want.Records), want.TTL)
+	d.write(want.Records, want.TTL, false)
+	d.w.logf("  dns %s: provider set %s ttl %d (stored %d)", d.Owner(), rrKey(want.Records), want.TTL, d.provider().TTL)
 	if d.failSetApplied > 0 {
 		d.failSetApplied--
 		return errors.New("provider API: timeout (the change was made)")
@@ -402,6 +484,32 @@ func (d *fakeDNS) mayBeCached(now time.Time) []RRSet {
 	return out
 }
 
+// staleReplay reports whether some server served (by now) a change with
+// records rs only after the provider had gone on to a change whose records
+// are those of the change before it: an RRset put back, while that server
+// still served the content from before. Observations cannot tell that
+// server's answer from the put-back RRset (no SOA serials), so a violation
+// of such an RRset is tagged (see TestLedgerRevertBehindLaggingSecondary).
+func (d *fakeDNS) staleReplay(rs []tlsa.Record, now time.Time) bool {
+	for i := range d.delays {
+		for k := 1; k < len(d.changes); k++ {
+			if !sameSet(d.changes[k].rr.Records, rs) {
+				continue
+			}
+			a, ok := d.applyTime(i, k)
+			if !ok || a.After(now) {
+				continue
+			}
+			for m := k + 1; m < len(d.changes) && d.changes[m].at.Before(a); m++ {
+				if sameSet(d.changes[m].rr.Records, d.changes[k-1].rr.Records) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 // setLag starts or ends a lag of server i at the current time.
 func (d *fakeDNS) setLag(i int, on bool) {
 	now := d.w.clock.Now()
@@ -488,18 +596,31 @@ func (f *fakeDeployer) Deploy(ctx context.Context, m Material, restore Material)
 // world ties the fakes together and checks the safety invariant of the
 // simulation (not the engine's model of it): for every RRset any resolver
 // holds or may hold, and every chain any address serves, a usable record
-// matches.
+// matches. A world has one or more TLSA owners (zones: each a fakeDNS with
+// its servers and resolvers) and one or more hosts, each reading one owner
+// (several when a CNAME points them at one name) and served by one
+// deployer (several hosts share one on a shared deploy target).
 type world struct {
 	tb    testing.TB
 	clock *fakeClock
-	dns   *fakeDNS
-	dep   *fakeDeployer
-	res   []resolver
+	dns   *fakeDNS      // the main owner (testOwner)
+	dep   *fakeDeployer // the main host's server
+	zones []*fakeDNS
+	hosts []*simHost
 
 	trace      []string
 	violations []string
 	memo       map[string]bool
 	checks     int
+}
+
+// simHost is one MX host of the world: the owner its senders query and the
+// server that answers for its name.
+type simHost struct {
+	name  string // without the final dot
+	dns   *fakeDNS
+	dep   *fakeDeployer
+	peers []string // the other hosts on its deploy target
 }
 
 type worldOpts struct {
@@ -509,32 +630,79 @@ type worldOpts struct {
 	delays  []time.Duration // per authoritative server
 	addrs   int
 	resolv  int
+	minTTL  uint32 // the provider raises lower TTLs to this
+	echoTTL bool   // … and its API reports the TTL asked for
+	ask     bool   // Observe reports the answer of one more resolver, tlsactl's
+}
+
+// emptyWorld is a world without owners or hosts: callers add them
+// (addZone, addDeployer, addHost) and set dns and dep to the main ones.
+func emptyWorld(tb testing.TB) *world {
+	return &world{tb: tb, clock: &fakeClock{t: testBase}, memo: map[string]bool{}}
 }
 
 func newWorld(tb testing.TB, o worldOpts) *world {
 	p := getPKI(tb)
-	w := &world{tb: tb, clock: &fakeClock{t: testBase}, memo: map[string]bool{}}
-	if len(o.delays) == 0 {
-		o.delays = []time.Duration{0, 30 * time.Second, 90 * time.Second}
-	}
+	w := emptyWorld(tb)
 	if o.addrs == 0 {
 		o.addrs = 2
+	}
+	w.dns = w.addZone(testOwner, o)
+	w.dep = w.addDeployer(p.old.chain, o.addrs)
+	w.addHost(testHost, w.dns, w.dep)
+	return w
+}
+
+// addZone adds a TLSA owner holding o.initial (TTL o.initTTL), served by
+// len(o.delays) servers and cached by o.resolv senders' resolvers (plus
+// tlsactl's when o.ask), each of which fetched it just now.
+func (w *world) addZone(owner string, o worldOpts) *fakeDNS {
+	if len(o.delays) == 0 {
+		o.delays = []time.Duration{0, 30 * time.Second, 90 * time.Second}
 	}
 	if o.resolv == 0 {
 		o.resolv = 3
 	}
-	w.dns = &fakeDNS{w: w, negTTL: o.negTTL, delays: o.delays, freezes: make([][]freeze, len(o.delays)),
-		changes: []dnsChange{{rr: RRSet{Records: slices.Clone(o.initial), TTL: o.initTTL}}}}
-	w.dep = &fakeDeployer{w: w}
-	for range o.addrs {
-		w.dep.addrs = append(w.dep.addrs, p.old.chain)
+	d := &fakeDNS{w: w, owner: owner, negTTL: o.negTTL, delays: o.delays, freezes: make([][]freeze, len(o.delays)),
+		minTTL: o.minTTL, echoTTL: o.echoTTL, ask: -1}
+	d.changes = []dnsChange{{rr: RRSet{Records: slices.Clone(o.initial), TTL: d.stored(o.initial, o.initTTL)}, asked: o.initTTL}}
+	d.res = make([]resolver, o.resolv)
+	if o.ask {
+		d.ask = len(d.res)
+		d.res = append(d.res, resolver{})
 	}
-	w.res = make([]resolver, o.resolv)
-	// Every resolver starts with the RRset cached, fetched just now.
-	for i := range w.res {
-		w.lookup(i, 0)
+	for i := range d.res {
+		d.lookup(i, i%len(d.delays))
 	}
-	return w
+	w.zones = append(w.zones, d)
+	return d
+}
+
+// addDeployer adds a server whose addrs addresses serve chain.
+func (w *world) addDeployer(chain []*x509.Certificate, addrs int) *fakeDeployer {
+	dep := &fakeDeployer{w: w}
+	for range addrs {
+		dep.addrs = append(dep.addrs, chain)
+	}
+	return dep
+}
+
+// addHost adds a host whose senders query d and whose name dep serves.
+func (w *world) addHost(name string, d *fakeDNS, dep *fakeDeployer, peers ...string) *simHost {
+	h := &simHost{name: name, dns: d, dep: dep, peers: peers}
+	w.hosts = append(w.hosts, h)
+	return h
+}
+
+// host returns the host named name (with or without the final dot), or nil.
+func (w *world) host(name string) *simHost {
+	name = strings.TrimSuffix(strings.ToLower(name), ".")
+	for _, h := range w.hosts {
+		if h.name == name {
+			return h
+		}
+	}
+	return nil
 }
 
 func (w *world) now() time.Time { return w.clock.Now() }
@@ -551,10 +719,12 @@ func (w *world) advanceTo(t time.Time) {
 		return
 	}
 	var stops []time.Time
-	for i := range w.dns.delays {
-		for k := 1; k < len(w.dns.changes); k++ {
-			if at, ok := w.dns.applyTime(i, k); ok && at.After(now) && at.Before(t) {
-				stops = append(stops, at)
+	for _, d := range w.zones {
+		for i := range d.delays {
+			for k := 1; k < len(d.changes); k++ {
+				if at, ok := d.applyTime(i, k); ok && at.After(now) && at.Before(t) {
+					stops = append(stops, at)
+				}
 			}
 		}
 	}
@@ -569,23 +739,30 @@ func (w *world) advanceTo(t time.Time) {
 
 func (w *world) advance(d time.Duration) { w.advanceTo(w.now().Add(d)) }
 
+// lookup makes resolver r of the main owner query server s.
+func (w *world) lookup(r, s int) { w.dns.lookup(r, s) }
+
 // lookup makes resolver r query server s (if its cache ran out).
-func (w *world) lookup(r, s int) {
-	now := w.now()
-	c := &w.res[r]
+func (d *fakeDNS) lookup(r, s int) {
+	now := d.w.now()
+	c := &d.res[r]
 	if c.has && now.Before(c.until) {
 		return
 	}
-	rr := w.dns.changes[w.dns.servedIndex(s, now)].rr
+	rr := d.changes[d.servedIndex(s, now)].rr
 	ttl := rr.TTL
 	if len(rr.Records) == 0 {
-		ttl = w.dns.negTTL
+		ttl = d.negTTL
 	}
 	*c = resolver{has: true, rr: RRSet{Records: slices.Clone(rr.Records), TTL: ttl}, until: now.Add(time.Duration(ttl) * time.Second)}
-	w.logf("  resolver %d cached %s from ns%d for %ds", r, rrKey(rr.Records), s+1, ttl)
+	d.w.logf("  resolver %d of %s cached %s from ns%d for %ds", r, d.Owner(), rrKey(rr.Records), s+1, ttl)
 }
 
-// check records a violation of the world invariant at the current time.
+// check records a violation of the world invariant at the current time:
+// for every owner, every RRset a resolver may hold (every one a server
+// served within its TTL as served, and every resolver's copy) must match
+// every chain served at every address of every host whose senders query
+// that owner, with that host's name.
 func (w *world) check(where string) {
 	w.checks++
 	now := w.now()
@@ -593,45 +770,88 @@ func (w *world) check(where string) {
 		w.violations = append(w.violations, fmt.Sprintf("%s: the fake clock %s left the certificates' validity", where, now))
 		return
 	}
-	sets := w.dns.mayBeCached(now)
-	for i, r := range w.res {
-		if r.has && now.Before(r.until) {
-			sets = append(sets, r.rr)
-		} else {
-			w.res[i].has = false
+	for _, d := range w.zones {
+		sets := d.mayBeCached(now)
+		for i, r := range d.res {
+			if r.has && now.Before(r.until) {
+				sets = append(sets, r.rr)
+			} else {
+				d.res[i].has = false
+			}
 		}
-	}
-	seen := map[string]bool{}
-	for _, rr := range sets {
-		if len(rr.Records) == 0 {
-			continue // no TLSA: senders do not use DANE
-		}
-		key := rrKey(rr.Records)
-		for a, chain := range w.dep.addrs {
-			ck := key + "|" + chainKey(chain)
-			if seen[ck] {
+		seen := map[string]bool{}
+		for _, rr := range sets {
+			if len(rr.Records) == 0 {
+				continue // no TLSA: senders do not use DANE
+			}
+			key := rawKey(rr.Records)
+			if seen[key] {
 				continue
 			}
-			seen[ck] = true
-			ok, known := w.memo[ck]
-			if !known {
-				ok = tlsa.Match(chain, rr.Records, tlsa.MatchOptions{Names: []string{testHost}, Now: now}).Matched()
-				w.memo[ck] = ok
-			}
-			if !ok {
-				w.violations = append(w.violations, fmt.Sprintf("%s at +%s: address %d serves %q, but the RRset %s, which a resolver may hold, matches no record of it",
-					where, now.Sub(testBase), a, chain[0].Subject.CommonName, key))
+			seen[key] = true
+			for _, h := range w.hosts {
+				if h.dns != d {
+					continue
+				}
+				for a, chain := range h.dep.addrs {
+					if !w.matches(rr.Records, key, chain, h.name) {
+						tag := ""
+						if d.staleReplay(rr.Records, now) {
+							tag = " [stale replay]"
+						}
+						w.violations = append(w.violations, fmt.Sprintf("%s at +%s: address %d of %s serves %q, but the RRset %s of %s, which a resolver may hold, matches no record of it%s",
+							where, now.Sub(testBase), a, h.name, chain[0].Subject.CommonName, rrKey(rr.Records), d.Owner(), tag))
+					}
+				}
 			}
 		}
 	}
 }
 
-func chainKey(chain []*x509.Certificate) string {
-	h := sha256.New()
-	for _, c := range chain {
-		h.Write(c.Raw)
+// matchMemo caches tlsa.Match results of the world checks across worlds:
+// every test certificate is valid for the whole simulated time, so a
+// result depends only on the records, the chain and the name.
+var matchMemo sync.Map
+
+// matches reports whether chain, served for name, matches a record of rs
+// (whose rawKey is key).
+func (w *world) matches(rs []tlsa.Record, key string, chain []*x509.Certificate, name string) bool {
+	ck := key + "|" + chainKey(chain) + "|" + name
+	if ok, known := w.memo[ck]; known {
+		return ok
 	}
-	return fmt.Sprintf("%x", h.Sum(nil)[:8])
+	if v, known := matchMemo.Load(ck); known {
+		w.memo[ck] = v.(bool)
+		return v.(bool)
+	}
+	ok := tlsa.Match(chain, rs, tlsa.MatchOptions{Names: []string{name}, Now: w.now()}).Matched()
+	w.memo[ck] = ok
+	matchMemo.Store(ck, ok)
+	return ok
+}
+
+// rawKey is a cheap canonical key of an RRset (sorted wire RDATA).
+func rawKey(rs []tlsa.Record) string {
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = string([]byte{byte(r.Usage), byte(r.Selector), byte(r.MatchingType)}) + string(r.Data)
+	}
+	sort.Strings(parts)
+	parts = slices.Compact(parts)
+	return strings.Join(parts, "\x00")
+}
+
+// chainKey names a chain by its certificates' serial numbers (unique in
+// the test PKI) and their signatures' first bytes.
+func chainKey(chain []*x509.Certificate) string {
+	var b strings.Builder
+	for _, c := range chain {
+		b.WriteString(c.SerialNumber.String())
+		b.WriteByte(':')
+		b.Write(c.Signature[:min(8, len(c.Signature))])
+		b.WriteByte(';')
+	}
+	return b.String()
 }
 
 // servesOnly reports whether every address serves leaf.
@@ -654,6 +874,11 @@ type crasher struct {
 	w      *world
 	n, at  int
 	points []string
+	// beforeObserve, when set, runs at every DNS.Observe boundary (after
+	// the crash point, before the observation): other actors act there.
+	// afterObserve is told whether the observation read the provider.
+	beforeObserve func(d *fakeDNS)
+	afterObserve  func(d *fakeDNS, providerRead bool)
 }
 
 func (c *crasher) hit(point string) {
@@ -669,6 +894,7 @@ func (c *crasher) hit(point string) {
 
 type crashDNS struct {
 	inner DNS
+	fd    *fakeDNS // inner, when it is one
 	c     *crasher
 }
 
@@ -678,7 +904,21 @@ func (d crashDNS) Owner() string { return d.inner.Owner() }
 
 func (d crashDNS) Observe(ctx context.Context) ([]Sighting, error) {
 	d.c.hit("before DNS.Observe")
-	return d.inner.Observe(ctx)
+	if d.c.beforeObserve != nil && d.fd != nil {
+		d.c.beforeObserve(d.fd)
+		d.c.w.check("other actors at DNS.Observe")
+	}
+	obs, err := d.inner.Observe(ctx)
+	if d.c.afterObserve != nil && d.fd != nil {
+		read := err == nil
+		for _, s := range obs {
+			if s.Kind == SourceProvider && s.Err != nil {
+				read = false
+			}
+		}
+		d.c.afterObserve(d.fd, read)
+	}
+	return obs, err
 }
 
 func (d crashDNS) Set(ctx context.Context, want RRSet) error {
@@ -726,19 +966,39 @@ func (s crashStore) Save(st *State) error {
 }
 
 // engine returns a fresh engine ("process") on the world and store; every
-// call boundary goes through c.
+// call boundary goes through c. Every host of the world is a target; its
+// deploy-target peers and the hosts sharing its owner come with it.
 func (w *world) engine(store Store, c *crasher) *Engine {
 	if c == nil {
 		c = &crasher{w: w}
+	}
+	wrap := func(h *simHost) (DNS, Deployer) {
+		return crashDNS{inner: h.dns, fd: h.dns, c: c}, crashDeployer{inner: h.dep, c: c}
 	}
 	return &Engine{
 		Store: crashStore{Store: store, c: c},
 		Clock: w.clock,
 		Target: func(host string) (Target, error) {
-			if host != testHost+"." {
+			h := w.host(host)
+			if h == nil || !strings.HasSuffix(host, ".") {
 				return Target{}, fmt.Errorf("unknown host %q", host)
 			}
-			return Target{DNS: crashDNS{inner: w.dns, c: c}, Deployer: crashDeployer{inner: w.dep, c: c}}, nil
+			var t Target
+			t.DNS, t.Deployer = wrap(h)
+			for _, name := range h.peers {
+				ph := w.host(name)
+				pd, pdep := wrap(ph)
+				t.Peers = append(t.Peers, Peer{Host: ph.name + ".", DNS: pd, Deployer: pdep})
+			}
+			// Hosts whose senders query the same owner (CNAMEs to one
+			// name) share the RRset.
+			for _, o := range w.hosts {
+				if o != h && o.dns == h.dns {
+					od, odep := wrap(o)
+					t.Sharing = append(t.Sharing, Peer{Host: o.name + ".", DNS: od, Deployer: odep})
+				}
+			}
+			return t, nil
 		},
 		Failpoint: c.hit,
 	}

@@ -104,6 +104,13 @@ type Version struct {
 	// Writer is who wrote it: "tlsactl <what>", or "" when tlsactl only
 	// observed it (someone else, or before tlsactl).
 	Writer string `json:"writer,omitempty"`
+	// Floor is the highest SOA serial any authoritative server had served
+	// when this version was first seen (HasFloor): the version cannot be
+	// served with a lower one, so a server still below it may serve it
+	// later, and the version is superseded only once every server serves
+	// a later serial.
+	Floor    uint32 `json:"serial_floor,omitempty"`
+	HasFloor bool   `json:"has_serial_floor,omitempty"`
 	// Seen lists the sources it was observed at ("provider",
 	// "auth ns1.example.nl 192.0.2.1:53", "resolver 127.0.0.1:53").
 	Seen []string `json:"seen,omitempty"`
@@ -275,6 +282,11 @@ type Sighting struct {
 	// CNAME is set when the owner is an alias at this source: then
 	// Records says nothing about the owner's TLSA.
 	CNAME string `json:"cname,omitempty"`
+	// Serial is the zone's SOA serial the source served with it, when
+	// SerialOK (authoritative sources): it orders what a lagging secondary
+	// serves against what the ledger has seen.
+	Serial   uint32 `json:"serial,omitempty"`
+	SerialOK bool   `json:"-"`
 	// Err is why this source could not be read (Records and TTL unset).
 	Err error `json:"-"`
 }

@@ -440,7 +440,8 @@ func (d *ProviderDNS) authSightings(ctx context.Context) []rollover.Sighting {
 	}
 	out := make([]rollover.Sighting, len(states))
 	for i, a := range states {
-		s := rollover.Sighting{Kind: rollover.SourceAuthoritative, Source: fmt.Sprintf("auth %s %s", bare(a.Server), a.Addr)}
+		s := rollover.Sighting{Kind: rollover.SourceAuthoritative, Source: fmt.Sprintf("auth %s %s", bare(a.Server), a.Addr),
+			Serial: a.Serial, SerialOK: a.SerialOK}
 		switch {
 		case a.Err != nil:
 			s.Err = a.Err
