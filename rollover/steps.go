@@ -114,12 +114,16 @@ func publishStep(p Plan) StepKind {
 // stepBack sends the rollover back to the step that publishes its required
 // records, because they are gone from the current RRset.
 func (e *Engine) stepBack(st *State, why string) error {
+	to := stepIndex(st.Plan, publishStep(st.Plan))
+	if to < 0 {
+		return fmt.Errorf("%s, and the %s plan has no step that publishes it", why, st.Plan)
+	}
 	if st.StepBacks >= maxStepBacks {
-		return fmt.Errorf("%s, and it was published again %d times and removed each time: stopping here with the old certificate served; find what rewrites the zone (zone-as-code, another tool), then `tlsactl rollover abort --host %s` and start again", why, st.StepBacks, strings.TrimSuffix(st.Host, "."))
+		return fmt.Errorf("%s, and it was published again %d times and removed each time: stopping here, the new certificate not deployed; find what rewrites the zone (zone-as-code, another tool), then `tlsactl rollover abort --host %s` and start again", why, st.StepBacks, strings.TrimSuffix(st.Host, "."))
 	}
 	st.StepBacks++
 	from := st.CurrentStep()
-	st.Step = stepIndex(st.Plan, publishStep(st.Plan))
+	st.Step = to
 	st.NotBefore = time.Time{}
 	st.History = append(st.History, Event{At: e.now(), Step: from, What: "stepped back",
 		Detail: fmt.Sprintf("%s: back to %s, then the TTL wait starts again", why, st.CurrentStep())})
