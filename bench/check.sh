@@ -19,7 +19,7 @@ go build -o "$bin/checkbed" ./bench/checkbed
 
 printf '%-6s %-10s %-12s %-8s %s\n' hosts wall_s maxrss_MB status hosts/s | tee "$out/check.txt"
 for n in "${sizes[@]}"; do
-  coproc BED { "$bin/checkbed" -n "$n" 2>"$out/checkbed-$n.err"; }
+  coproc BED { "$bin/checkbed" -n "$n" -delay 0 2>"$out/checkbed-$n.err"; }
   IFS= read -r ready <&"${BED[0]}" || { echo "checkbed failed:"; cat "$out/checkbed-$n.err"; exit 1; }
   echo "$ready" > "$out/checkbed-$n.json"
   resolver=$(python3 -c 'import json,sys;print(json.load(sys.stdin)["resolver"])' <<<"$ready")

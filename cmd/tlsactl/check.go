@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/tlsactl/tlsactl/internal/check"
 	"github.com/tlsactl/tlsactl/internal/config"
 	"github.com/tlsactl/tlsactl/internal/dnsx"
@@ -27,6 +28,9 @@ const (
 	flagPrometheus  = "prometheus"
 	flagCheckHost   = "host"
 	flagStartTLS    = "starttls"
+	flagDomainsFrom = "domains-from"
+	flagPerAddress  = "per-address"
+	flagDNSConc     = "dns-concurrency"
 )
 
 func createCheck() *cli.Command {
@@ -47,6 +51,18 @@ bit is trusted. SERVFAIL is reported as DNSSEC-bogus, never as "no TLSA".
 POSITIONAL ARGUMENTS:
    DOMAIN   a mail domain whose MX hosts are checked (e.g. example.nl)
 
+LARGE RUNS:
+   --domains-from FILE reads one domain a line ("-": stdin; blank lines and "#" comments
+   ignored). Results are then streamed as each host and domain finishes: with --json one
+   JSON object a line ({"type":"host",…}, {"type":"domain",…}), then {"type":"summary",…}
+   with counts per status and per finding code; without --json the text lines of each host
+   as it finishes, then the summary. Without --domains-from, --json prints one document.
+   An MX host named by many domains is checked once. By default as many hosts are checked
+   at once as the file-descriptor limit (raised to the hard limit) and a quarter of the
+   available memory allow, at most 1024; at most --per-address probes go to one IP address
+   at a time, and at most --dns-concurrency lookups to the resolver. When stderr is a
+   terminal a progress bar shows done/total, rate, ETA and the worst status so far.
+
 EXIT CODES (monitoring-plugin convention):
    0   OK
    1   WARNING: only one of two records matches, expiry within --warn-days, a single record
@@ -58,16 +74,20 @@ EXIT CODES (monitoring-plugin convention):
 EXAMPLES:
    tlsactl check example.nl
    tlsactl check --resolver 127.0.0.1:53 --json example.nl example.org
-   tlsactl check --host mail.example.nl --warn-days 21 --prometheus /var/lib/node_exporter/tlsactl.prom`,
+   tlsactl check --host mail.example.nl --warn-days 21 --prometheus /var/lib/node_exporter/tlsactl.prom
+   tlsactl check --domains-from government-domains.txt --json > results.jsonl`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: flagResolver, EnvVars: []string{"TLSACTL_RESOLVER"}, Usage: "validating resolver `ADDR` (host or host:port; default: first nameserver of /etc/resolv.conf)"},
 			&cli.UintFlag{Name: flagPort, Aliases: []string{"p"}, Value: 25, Usage: "SMTP port to probe and to look up TLSA for"},
 			&cli.StringFlag{Name: flagStartTLS, Aliases: []string{"t"}, Value: "auto", Usage: "how TLS starts: smtp, imap, pop3, none (direct TLS) or auto (by port: 25/587 smtp, 143 imap, 110 pop3, 465/993/995/443 direct; smtp otherwise)"},
 			&cli.StringSliceFlag{Name: flagCheckHost, Usage: "check this MX `HOST` directly (repeatable)"},
 			&cli.IntFlag{Name: flagWarnDays, Value: 14, Usage: "warn when a certificate expires within `DAYS`"},
-			&cli.IntFlag{Name: flagConcurrency, Value: 32, Usage: "hosts checked at once"},
+			&cli.StringFlag{Name: flagDomainsFrom, Usage: "also check the domains in `FILE`, one a line (\"-\": stdin; blanks and # comments ignored), streaming the results"},
+			&cli.IntFlag{Name: flagConcurrency, Usage: "hosts checked at once (0: derived from the file-descriptor limit and memory, at most 1024)"},
+			&cli.IntFlag{Name: flagPerAddress, Value: check.DefaultPerAddress, Usage: "at most `N` probes to one IP address at a time"},
+			&cli.IntFlag{Name: flagDNSConc, Value: check.DefaultDNSConcurrency, Usage: "at most `N` resolver lookups in flight"},
 			&cli.DurationFlag{Name: flagTimeout, Value: 30 * time.Second, Usage: "deadline for one host (all lookups and probes)"},
-			&cli.BoolFlag{Name: flagJSON, Usage: "print the whole report as JSON"},
+			&cli.BoolFlag{Name: flagJSON, Usage: "print the whole report as JSON (with --domains-from: one JSON object a line)"},
 			&cli.StringFlag{Name: flagPrometheus, Usage: "also write a node-exporter textfile `FILE` (atomically)"},
 			&cli.StringFlag{Name: flagStateDir, EnvVars: []string{"TLSACTL_STATE_DIR"}, Usage: "record every secure TLSA RRset seen in the ledger of this state `DIR`, so rollovers know how long each has been published (a check timer every few minutes makes ages known)"},
 			&cli.StringFlag{Name: flagConfig, Usage: "configuration `FILE`: its state_dir is the ledger's, as --state-dir"},
@@ -80,15 +100,28 @@ func runCheck(c *cli.Context) error {
 	unknown := func(err error) error { return &exitError{code: int(check.Unknown), err: err} }
 	domains := c.Args().Slice()
 	hosts := c.StringSlice(flagCheckHost)
+	stream := c.IsSet(flagDomainsFrom)
+	if stream {
+		more, err := domainsFrom(c, c.String(flagDomainsFrom))
+		if err != nil {
+			return unknown(fmt.Errorf("--%s: %w", flagDomainsFrom, err))
+		}
+		domains = append(domains, more...)
+	}
 	if len(domains) == 0 && len(hosts) == 0 {
-		return unknown(errors.New("nothing to check: give a mail DOMAIN or --host HOST"))
+		return unknown(errors.New("nothing to check: give a mail DOMAIN, --domains-from FILE or --host HOST"))
 	}
 	port := c.Uint(flagPort)
 	if port < 1 || port > 65535 {
 		return unknown(fmt.Errorf("--port %d: want 1 to 65535", port))
 	}
-	if c.Int(flagConcurrency) < 1 {
-		return unknown(fmt.Errorf("--concurrency %d: want at least 1", c.Int(flagConcurrency)))
+	if c.Int(flagConcurrency) < 0 {
+		return unknown(fmt.Errorf("--concurrency %d: want 0 (automatic) or more", c.Int(flagConcurrency)))
+	}
+	for _, f := range []string{flagPerAddress, flagDNSConc} {
+		if c.Int(f) < 1 {
+			return unknown(fmt.Errorf("--%s %d: want at least 1", f, c.Int(f)))
+		}
 	}
 	proto, err := starttls.ParseProtocol(c.String(flagStartTLS))
 	if err != nil {
@@ -100,15 +133,44 @@ func runCheck(c *cli.Context) error {
 			return unknown(fmt.Errorf("no resolver: %w; give --resolver ADDR", err))
 		}
 	}
+	// Many hosts in flight need many sockets: use the hard limit.
+	check.RaiseFileLimit()
 	cfg := check.Config{
-		Resolver:    &dnsx.Resolver{Addr: addr},
-		Prober:      check.STARTTLSProber{Protocol: proto},
-		Port:        uint16(port),
-		Concurrency: c.Int(flagConcurrency),
-		HostTimeout: c.Duration(flagTimeout),
-		WarnDays:    c.Int(flagWarnDays),
+		Resolver:       &dnsx.Resolver{Addr: addr},
+		Prober:         check.STARTTLSProber{Protocol: proto},
+		Port:           uint16(port),
+		Concurrency:    c.Int(flagConcurrency),
+		PerAddress:     c.Int(flagPerAddress),
+		DNSConcurrency: c.Int(flagDNSConc),
+		HostTimeout:    c.Duration(flagTimeout),
+		WarnDays:       c.Int(flagWarnDays),
+	}
+	// Progress counts domains and distinct direct hosts: one result each.
+	direct := map[string]bool{}
+	for _, h := range hosts {
+		direct[dns.Fqdn(strings.ToLower(h))] = true
+	}
+	unit := "domains"
+	if len(domains) == 0 {
+		unit = "hosts"
+	}
+	prog := newProgress(c.App.ErrWriter, len(domains)+len(direct), unit)
+	var st *streamer
+	if stream {
+		st = &streamer{w: c.App.Writer, json: c.Bool(flagJSON)}
+	}
+	sameTerminal := prog != nil && isTerminal(c.App.Writer)
+	cfg.OnResult = func(r check.Result) {
+		if st != nil {
+			if sameTerminal {
+				prog.clear() // streamed lines would run into the bar
+			}
+			st.result(r)
+		}
+		prog.result(r)
 	}
 	rep := check.Run(c.Context, cfg, domains, hosts)
+	prog.finish()
 	if err := recordCheck(c, rep, addr); err != nil {
 		fmt.Fprintf(c.App.ErrWriter, "tlsactl: warning: the ledger was not updated: %s\n", oneLine(err.Error()))
 	}
@@ -117,11 +179,21 @@ func runCheck(c *cli.Context) error {
 			return unknown(err)
 		}
 	}
-	if c.Bool(flagJSON) {
+	switch {
+	case stream && st.err != nil:
+		err = st.err
+	case stream && c.Bool(flagJSON):
+		err = json.NewEncoder(c.App.Writer).Encode(summaryLine{Type: "summary", Summary: check.Summarize(rep)})
+	case stream:
+		var b strings.Builder
+		writeSummaryText(&b, check.Summarize(rep))
+		fmt.Fprintf(&b, "%s: %d host(s) checked, %d finding(s)\n", rep.Status, len(rep.Hosts), countActionable(rep.Findings))
+		_, err = io.WriteString(c.App.Writer, b.String())
+	case c.Bool(flagJSON):
 		enc := json.NewEncoder(c.App.Writer)
 		enc.SetIndent("", "  ")
 		err = enc.Encode(rep)
-	} else {
+	default:
 		err = printCheckText(c.App.Writer, rep)
 	}
 	if err != nil {
@@ -145,31 +217,50 @@ func printCheckText(w io.Writer, rep check.Report) error {
 		b.WriteByte('\n')
 	}
 	for _, h := range rep.Hosts {
-		host := strings.TrimSuffix(h.Host, ".")
-		tl := "no TLSA"
-		if h.TLSA.Present {
-			tl = fmt.Sprintf("TLSA %s (%d record(s), TTL %d)", h.TLSA.Status, len(h.TLSA.Records), h.TLSA.TTL)
-		} else if h.TLSA.Status == "bogus" || h.TLSA.Status == "failed" {
-			tl = "TLSA " + h.TLSA.Status
-		}
-		fmt.Fprintf(&b, "%s %s: %s\n", h.Status, host, tl)
-		for _, a := range h.Addresses {
-			line := fmt.Sprintf("  [%s] %s", a.Address, a.Status)
-			switch {
-			case a.Error != "":
-				line += ": " + a.Error
-			default:
-				line += fmt.Sprintf(": STARTTLS %s, %d of %d usable record(s) match", a.TLSVersion, a.Matched, a.Usable)
-				if a.DaysToExpiry != nil {
-					line += fmt.Sprintf(", certificate expires in %.1f days", *a.DaysToExpiry)
-				}
-			}
-			b.WriteString(line + "\n")
-		}
+		writeHostText(&b, h)
 	}
+	writeSummaryText(&b, check.Summarize(rep))
 	fmt.Fprintf(&b, "%s: %d host(s) checked, %d finding(s)\n", rep.Status, len(rep.Hosts), countActionable(rep.Findings))
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeHostText writes a host's summary line and one line per address.
+func writeHostText(b *strings.Builder, h check.HostReport) {
+	host := strings.TrimSuffix(h.Host, ".")
+	tl := "no TLSA"
+	if h.TLSA.Present {
+		tl = fmt.Sprintf("TLSA %s (%d record(s), TTL %d)", h.TLSA.Status, len(h.TLSA.Records), h.TLSA.TTL)
+	} else if h.TLSA.Status == "bogus" || h.TLSA.Status == "failed" {
+		tl = "TLSA " + h.TLSA.Status
+	}
+	fmt.Fprintf(b, "%s %s: %s\n", h.Status, host, tl)
+	for _, a := range h.Addresses {
+		line := fmt.Sprintf("  [%s] %s", a.Address, a.Status)
+		switch {
+		case a.Error != "":
+			line += ": " + a.Error
+		default:
+			line += fmt.Sprintf(": STARTTLS %s, %d of %d usable record(s) match", a.TLSVersion, a.Matched, a.Usable)
+			if a.DaysToExpiry != nil {
+				line += fmt.Sprintf(", certificate expires in %.1f days", *a.DaysToExpiry)
+			}
+		}
+		b.WriteString(line + "\n")
+	}
+}
+
+// domainsFrom reads the domains of --domains-from: a file, or stdin for "-".
+func domainsFrom(c *cli.Context, name string) ([]string, error) {
+	if name == "-" {
+		return readDomains(c.App.Reader, "stdin")
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return readDomains(f, name)
 }
 
 func countActionable(fs []check.Finding) int {

@@ -100,3 +100,48 @@ func (f Finding) String() string {
 	b.WriteString(": " + f.Message)
 	return b.String()
 }
+
+// Summary counts a report's outcomes: for the end of a big run.
+type Summary struct {
+	Status  Severity `json:"status"`
+	Domains int      `json:"domains"`
+	Hosts   int      `json:"hosts"`
+	// DomainStatus counts domains by their worst status (their own
+	// findings and their MX hosts'); HostStatus counts hosts.
+	DomainStatus map[string]int `json:"domains_by_status"`
+	HostStatus   map[string]int `json:"hosts_by_status"`
+	// Findings counts the findings a person can act on (not OK) by code.
+	Findings map[string]int `json:"findings_by_code"`
+}
+
+// Summarize counts rep's domains and hosts per status and its actionable
+// findings per code.
+func Summarize(rep Report) Summary {
+	s := Summary{Status: rep.Status, Domains: len(rep.Domains), Hosts: len(rep.Hosts),
+		DomainStatus: map[string]int{}, HostStatus: map[string]int{}, Findings: map[string]int{}}
+	hostStatus := map[string]Severity{}
+	for _, h := range rep.Hosts {
+		hostStatus[h.Host] = h.Status
+		s.HostStatus[h.Status.String()]++
+	}
+	domStatus := map[string]Severity{}
+	for _, f := range rep.Findings {
+		if f.Domain != "" && f.Host == "" {
+			domStatus[f.Domain] = Worst(domStatus[f.Domain], f.Severity)
+		}
+		if f.Severity != OK {
+			s.Findings[f.Code]++
+		}
+	}
+	for _, d := range rep.Domains {
+		st := domStatus[d.Domain]
+		for _, mx := range d.MX {
+			st = Worst(st, hostStatus[mx])
+		}
+		if d.Error != "" && d.MXStatus != "" { // implicit MX: the domain is its own host
+			st = Worst(st, hostStatus[d.Domain])
+		}
+		s.DomainStatus[st.String()]++
+	}
+	return s
+}
