@@ -124,13 +124,12 @@ func bounded(s string) string {
 // record it published, and steps back when that record is gone. A failed
 // observation is no news: the wait goes on.
 func (e *Engine) stillPublished(ctx context.Context, st *State, t Target) error {
-	need := required(st)
 	switch st.CurrentStep() {
 	case StepWaitTTL, StepDeploy:
 	default:
 		return nil
 	}
-	if len(need) == 0 {
+	if len(required(st)) == 0 {
 		return nil
 	}
 	w, err := e.observeState(ctx, st, t)
@@ -138,8 +137,8 @@ func (e *Engine) stillPublished(ctx context.Context, st *State, t Target) error 
 		return nil
 	}
 	cur, err := w.provider()
-	if err != nil || containsAll(cur, need) {
+	if err != nil {
 		return nil
 	}
-	return e.stepBack(st, fmt.Sprintf("the %s this rollover published is no longer in the RRset %s (removed by someone else)", abbrev(recordTexts(need)), abbrev(recordTexts(cur))))
+	return e.stepBackIfGone(st, cur)
 }

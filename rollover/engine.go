@@ -130,8 +130,12 @@ type seen struct {
 }
 
 // provider returns the provider's RRset of the observation.
-func (w *seen) provider() ([]tlsa.Record, error) {
-	for _, s := range w.sightings {
+func (w *seen) provider() ([]tlsa.Record, error) { return providerOf(w.sightings) }
+
+// providerOf returns the provider's RRset among sightings, or why there is
+// none to rely on.
+func providerOf(sightings []Sighting) ([]tlsa.Record, error) {
+	for _, s := range sightings {
 		if s.Kind != SourceProvider {
 			continue
 		}

@@ -141,12 +141,8 @@ func PolicyNoTLSA(f HookFacts) (HookDecision, bool) {
 
 // providerRecords returns the provider's RRset of the sightings.
 func providerRecords(f HookFacts) ([]tlsa.Record, bool) {
-	for _, s := range f.Sightings {
-		if s.Kind == SourceProvider && s.Err == nil && s.CNAME == "" {
-			return s.Records, true
-		}
-	}
-	return nil, false
+	recs, err := providerOf(f.Sightings)
+	return recs, err == nil
 }
 
 // PolicySameKey: the new certificate is on the key every address serves and

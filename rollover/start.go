@@ -63,10 +63,6 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	cur, negTTL, err := t.DNS.Current(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("reading the TLSA RRset: %w", err)
-	}
 	served, err := t.Deployer.Served(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("probing what %s serves: %w", host, err)
@@ -74,17 +70,29 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (*State, error) {
 	now := e.now()
 	st := &State{
 		Version: stateFormat, Host: host, Port: req.Port, Owner: t.DNS.Owner(), Plan: req.Plan, Status: StatusActive,
-		Created: now, TTL: req.TTL, NegTTL: negTTL, Margin: Duration(req.Margin),
+		Created: now, TTL: req.TTL, Margin: Duration(req.Margin),
 	}
 	for _, p := range t.Peers {
 		st.Peers = append(st.Peers, p.Host)
 	}
+	// One observation (provider, every authoritative server, resolver)
+	// gives the RRset, its TTL and the negative TTL of an empty name.
 	w, err := e.observeState(ctx, st, t)
 	if err != nil {
 		return nil, err
 	}
-	if recs, perr := w.provider(); perr == nil {
-		cur.Records = recs
+	var cur RRSet
+	if cur.Records, err = w.provider(); err != nil {
+		return nil, err
+	}
+	for _, s := range w.sightings {
+		switch {
+		case s.Err != nil || s.CNAME != "":
+		case s.Kind == SourceProvider:
+			cur.TTL = s.TTL
+		case s.Kind == SourceAuthoritative && len(s.Records) == 0:
+			st.NegTTL = max(st.NegTTL, s.TTL)
+		}
 	}
 	if st.TTL == 0 {
 		st.TTL = cur.TTL

@@ -304,13 +304,28 @@ func (e *Engine) settled(ctx context.Context, st *State, t Target) (*seen, []tls
 	if err != nil {
 		return nil, nil, err
 	}
-	if need := required(st); !containsAll(cur, need) {
-		return nil, nil, e.stepBack(st, fmt.Sprintf("the %s this rollover published is no longer in the RRset %s (removed by someone else)", abbrev(recordTexts(need)), abbrev(recordTexts(cur))))
+	if err := e.stepBackIfGone(st, cur); err != nil {
+		return nil, nil, err
 	}
 	if msg := w.servedEverywhere(cur); msg != "" {
 		return nil, nil, waiting(st, e.now().Add(transientWait), "not every authoritative server serves the provider's RRset yet: %s", msg)
 	}
 	return w, cur, nil
+}
+
+// stepBackIfGone steps back when cur lacks a record the plan published.
+func (e *Engine) stepBackIfGone(st *State, cur []tlsa.Record) error {
+	if need := required(st); !containsAll(cur, need) {
+		return e.stepBack(st, fmt.Sprintf("the %s this rollover published is no longer in the RRset %s (removed by someone else)", abbrev(recordTexts(need)), abbrev(recordTexts(cur))))
+	}
+	return nil
+}
+
+// waitEnd is when v has left every cache for a TTL wait: its supersession
+// plus the larger of its served TTL and the rollover's, plus the margin.
+func waitEnd(st *State, v Version) (time.Time, uint32) {
+	ttl := max(v.TTL, st.TTL)
+	return v.Superseded.Add(time.Duration(ttl)*time.Second + time.Duration(st.Margin)), ttl
 }
 
 // waitTTL waits until every RRset version without the plan's new records
@@ -329,10 +344,7 @@ func (e *Engine) waitTTL(ctx context.Context, st *State, t Target) error {
 		if containsAll(mustParse(v.Records), need) || v.Superseded.IsZero() {
 			continue
 		}
-		// The largest TTL a cache may hold it with: as served, and at
-		// least the TTL this rollover publishes with.
-		vt := max(v.TTL, st.TTL)
-		if end := v.Superseded.Add(time.Duration(vt)*time.Second + margin); end.After(until) {
+		if end, vt := waitEnd(st, v); end.After(until) {
 			until, ttl = end, vt
 		}
 	}
@@ -502,8 +514,7 @@ func WaitUntil(st *State) time.Time {
 		if v.Superseded.IsZero() {
 			continue
 		}
-		ttl := max(v.TTL, st.TTL)
-		if end := v.Superseded.Add(time.Duration(ttl)*time.Second + time.Duration(st.Margin)); end.After(last) {
+		if end, _ := waitEnd(st, v); end.After(last) {
 			last = end
 		}
 	}

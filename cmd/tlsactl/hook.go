@@ -572,11 +572,3 @@ func hookAdvance(ctx context.Context, env *rolloverEnv, h *config.Host, plan rol
 	say("%s rollover %s: deployed the new %s; TLSA %s", st.Plan, st.Status, desc, strings.Join(last.Records, ", "))
 	return nil
 }
-
-func recordStrings(rs []tlsa.Record) []string {
-	out := make([]string, 0, len(rs))
-	for _, r := range rs {
-		out = append(out, r.String())
-	}
-	return out
-}

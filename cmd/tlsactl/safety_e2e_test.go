@@ -733,6 +733,21 @@ func (h *sfHost) report(scenario string, start *time.Time) {
 	}
 }
 
+// assertDeployedAged checks that the new chain was deployed, and not
+// before cmd (which published what, e.g. "the added 2 1 1") began + ttl.
+func (h *sfHost) assertDeployedAged(st sfStatus, since time.Time, cmd sfResult, ttl time.Duration, by, what string) {
+	h.t.Helper()
+	switch at := h.deployedAt(st, since); {
+	case at.IsZero():
+		h.t.Error("no deploy of the new chain was seen")
+	case at.Before(cmd.start.Add(ttl)):
+		h.t.Errorf("the new chain was deployed at %s, %s after %s began: %s had not aged its TTL %s",
+			sfClock(at), at.Sub(cmd.start).Round(time.Millisecond), by, what, ttl)
+	default:
+		h.t.Logf("deployed %s after %s returned (TTL %s)", at.Sub(cmd.end).Round(time.Millisecond), by, ttl)
+	}
+}
+
 // deployedAt is when the new chain was first deployed: the earliest of the
 // first "deploying" event of the rollover history (at or after since) and
 // the probe's first sighting of the chain.
@@ -797,14 +812,7 @@ func TestSafetyE2E(t *testing.T) {
 		t.Logf("status:\n%s", st.dump())
 		// The added record must have aged a TTL before the new chain was
 		// served: its confirmation came after the publish command began.
-		if at := h.deployedAt(st, start); at.IsZero() {
-			t.Error("no deploy of the new chain was seen")
-		} else if at.Before(pub.start.Add(ttl)) {
-			t.Errorf("the new chain was deployed at %s, %s after the publish began; the added 2 1 1 had not aged its TTL %s",
-				sfClock(at), at.Sub(pub.start).Round(time.Millisecond), ttl)
-		} else {
-			t.Logf("deployed %s after the publish command returned (TTL %s)", at.Sub(pub.end).Round(time.Millisecond), ttl)
-		}
+		h.assertDeployedAged(st, start, pub, ttl, "the publish", "the added 2 1 1")
 	})
 
 	// 2. A ca-migration publishes the new CA's 2 1 1; during the TTL wait
@@ -955,13 +963,6 @@ func TestSafetyE2E(t *testing.T) {
 		h.assertCNAME("end")
 		st, _ := h.status()
 		t.Logf("status:\n%s", st.dump())
-		if at := h.deployedAt(st, start); at.IsZero() {
-			t.Error("no deploy of the new chain was seen")
-		} else if at.Before(hk.start.Add(ttl)) {
-			t.Errorf("the new chain was deployed at %s, %s after the hook began: the new CA's 2 1 1 had not aged its TTL %s",
-				sfClock(at), at.Sub(hk.start).Round(time.Millisecond), ttl)
-		} else {
-			t.Logf("deployed %s after the hook returned (TTL %s)", at.Sub(hk.end).Round(time.Millisecond), ttl)
-		}
+		h.assertDeployedAged(st, start, hk, ttl, "the hook", "the new CA's 2 1 1")
 	})
 }
