@@ -138,8 +138,9 @@ func containsRecord(list []tlsa.Record, r tlsa.Record) bool {
 
 // SetTLSA makes the provider's TLSA RRset at want.Owner exactly want, in one
 // provider call where possible: SetRecords replaces the RRset (for RFC 2136
-// one atomic UPDATE message); an empty want deletes the RRset. It returns
-// what the provider reports it wrote or deleted.
+// one atomic UPDATE message, as SetTLSABatch of one RRset); an empty want
+// deletes the RRset. It returns what the provider reports it wrote or
+// deleted.
 func SetTLSA(ctx context.Context, p Provider, zone string, current, want RRSet) ([]libdns.Record, error) {
 	zone = dns.CanonicalName(zone)
 	if len(want.Records) == 0 {
@@ -156,13 +157,46 @@ func SetTLSA(ctx context.Context, p Provider, zone string, current, want RRSet) 
 		}
 		return done, nil
 	}
-	recs, err := LibdnsRecords(want, zone)
-	if err != nil {
-		return nil, err
+	return SetTLSABatch(ctx, p, zone, []RRSet{want})
+}
+
+// SetTLSABatch replaces, in one provider call, the TLSA RRset of every owner
+// in sets (all in zone; each set non-empty, owners distinct): SetRecords with
+// the records of all owners together, which for RFC 2136 is one UPDATE
+// message that deletes and re-adds every RRset named, applied by the server
+// atomically (RFC 2136 §3.4): every owner gets its records or none does.
+// Other providers may apply part of a failed call (libdns leaves that
+// undefined). A scheduled CA migration thus makes one call per zone, not one
+// per host. An empty set is refused: deleting needs the current records
+// (SetTLSA), and skipping it would leave stale records without a word.
+// It returns what the provider reports it wrote.
+func SetTLSABatch(ctx context.Context, p Provider, zone string, sets []RRSet) ([]libdns.Record, error) {
+	zone = dns.CanonicalName(zone)
+	if len(sets) == 0 {
+		return nil, fmt.Errorf("setting TLSA in zone %s: no RRsets given", zone)
+	}
+	owners := make([]string, 0, len(sets))
+	seen := make(map[string]bool, len(sets))
+	var recs []libdns.Record
+	for _, set := range sets {
+		owner := dns.CanonicalName(set.Owner)
+		if len(set.Records) == 0 {
+			return nil, fmt.Errorf("setting TLSA in zone %s: the RRset for %s is empty (a batch only replaces RRsets; delete with SetTLSA)", zone, owner)
+		}
+		if seen[owner] {
+			return nil, fmt.Errorf("setting TLSA in zone %s: %s is given twice", zone, owner)
+		}
+		rs, err := LibdnsRecords(set, zone)
+		if err != nil {
+			return nil, fmt.Errorf("setting TLSA: %w", err)
+		}
+		seen[owner] = true
+		owners = append(owners, owner)
+		recs = append(recs, rs...)
 	}
 	done, err := p.SetRecords(ctx, zone, recs)
 	if err != nil {
-		return nil, fmt.Errorf("setting TLSA at %s: %w", want.Owner, err)
+		return nil, fmt.Errorf("setting TLSA at %s: %w", strings.Join(owners, ", "), err)
 	}
 	return done, nil
 }

@@ -30,7 +30,7 @@ func (e *Engine) Abort(ctx context.Context, host string) (*State, error) {
 	if idx := stepIndex(st.Plan, StepDeploy); idx >= 0 && st.Step <= idx {
 		added := mustParse(st.Added)
 		if st.Version < 2 { // state written before Added existed
-			added = mustParse(nonEmpty(st.NewTA, st.Next))
+			added = mustParse(append(newTAs(st), nonEmpty(st.Next)...))
 		}
 		served, err := t.Deployer.Served(ctx)
 		if err != nil {

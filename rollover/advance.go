@@ -21,6 +21,14 @@ type Outcome struct {
 // material, an RRset that is not aged yet), or at the first error (recorded
 // in the state; a later run retries). Every step observes the world first.
 func (e *Engine) Advance(ctx context.Context, host string) (Outcome, error) {
+	return e.AdvanceTo(ctx, host, "")
+}
+
+// AdvanceTo is Advance that stops, waiting, when the rollover reaches step
+// stop (before running it; "" never stops): a fleet migration holds its
+// hosts before the deploy until the schedule gives them a slot. Waits and
+// step-back checks before stop run as in Advance.
+func (e *Engine) AdvanceTo(ctx context.Context, host string, stop StepKind) (Outcome, error) {
 	st, unlock, err := e.loadLocked(ctx, host)
 	if err != nil {
 		return Outcome{}, err
@@ -54,6 +62,12 @@ func (e *Engine) Advance(ctx context.Context, host string) (Outcome, error) {
 				return Outcome{State: st}, err
 			}
 			return Outcome{State: st, Waiting: true, Reason: fmt.Sprintf("%s: not before %s", step, st.NotBefore.UTC().Format(time.RFC3339))}, nil
+		}
+		if stop != "" && step == stop {
+			if err := e.Store.Save(st); err != nil {
+				return Outcome{State: st}, err
+			}
+			return Outcome{State: st, Waiting: true, Reason: fmt.Sprintf("%s: held for the migration's schedule", step)}, nil
 		}
 		if step == StepDone {
 			st.Status = StatusDone

@@ -192,7 +192,7 @@ func checkState(s *State) error {
 		name string
 		recs []string
 	}{
-		{"old_ee", s.OldEE}, {"old_ta", s.OldTA}, {"new_ta", nonEmpty(s.NewTA)}, {"next_ee", nonEmpty(s.Next)},
+		{"old_ee", s.OldEE}, {"old_ta", s.OldTA}, {"new_ta", nonEmpty(s.NewTA)}, {"new_tas", s.NewTAs}, {"next_ee", nonEmpty(s.Next)},
 		{"new_ee", nonEmpty(s.NewEE)}, {"added", s.Added}, {"want", s.Want},
 	} {
 		if err := checkRecords(f.name, f.recs); err != nil {
@@ -423,31 +423,11 @@ func (store *FileStore) Lock(ctx context.Context, host string) (unlock func() er
 		return nil, err
 	}
 	p := store.lockPath(h)
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
-	if err != nil {
+	f, err := store.lockFile(ctx, p)
+	if errors.Is(err, errBusy) {
+		return nil, fmt.Errorf("%w: %s: lock %s held by %s", ErrLocked, h, p, describeHolder(f))
+	} else if err != nil {
 		return nil, fmt.Errorf("rollover: lock %s: %w", h, err)
-	}
-	var t *time.Ticker
-	for {
-		err := flock(f, syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("rollover: lock %s: %w", p, err)
-		}
-		if t == nil {
-			t = time.NewTicker(store.poll)
-			defer t.Stop()
-		}
-		select {
-		case <-ctx.Done():
-			holder := describeHolder(f)
-			f.Close()
-			return nil, fmt.Errorf("%w: %s: lock %s held by %s", ErrLocked, h, p, holder)
-		case <-t.C:
-		}
 	}
 
 	// Record who holds the lock. This file is rewritten in place, not
@@ -472,8 +452,44 @@ func (store *FileStore) Lock(ctx context.Context, host string) (unlock func() er
 	}, nil
 }
 
+// errBusy: lockFile gave up because ctx ended while another holder had it.
+var errBusy = errors.New("busy")
+
+// lockFile opens (creating, mode 0600, never through a symlink) the lock
+// file at path and takes flock(LOCK_EX|LOCK_NB) on it, retried every poll
+// until ctx is done. When ctx ends first it returns the still open file
+// (for describeHolder; the caller closes it) and errBusy; on other errors
+// no file.
+func (store *FileStore) lockFile(ctx context.Context, path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	var t *time.Ticker
+	for {
+		err := flock(f, syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, err
+		}
+		if t == nil {
+			t = time.NewTicker(store.poll)
+			defer t.Stop()
+		}
+		select {
+		case <-ctx.Done():
+			return f, errBusy
+		case <-t.C:
+		}
+	}
+}
+
 // describeHolder reads the holder info of a lock file for an error message.
 func describeHolder(f *os.File) string {
+	defer f.Close()
 	b, err := io.ReadAll(io.NewSectionReader(f, 0, 4096))
 	var lh lockHolder
 	if err != nil || json.Unmarshal(b, &lh) != nil || lh.PID == 0 {

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 )
 
 // ledgerDir is the subdirectory of a FileStore holding ledgers, one file per
@@ -81,30 +80,14 @@ func (store *FileStore) UpdateLedger(ctx context.Context, owner string, fn func(
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("rollover: ledger: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, o+".lock"), os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
-	if err != nil {
+	f, err := store.lockFile(ctx, filepath.Join(dir, o+".lock"))
+	if errors.Is(err, errBusy) {
+		f.Close()
+		return nil, fmt.Errorf("%w: the ledger of %s: %v", ErrLocked, o, ctx.Err())
+	} else if err != nil {
 		return nil, fmt.Errorf("rollover: ledger lock: %w", err)
 	}
 	defer f.Close()
-	var t *time.Ticker
-	for {
-		err := flock(f, syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("rollover: ledger lock: %w", err)
-		}
-		if t == nil {
-			t = time.NewTicker(store.poll)
-			defer t.Stop()
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: the ledger of %s: %v", ErrLocked, o, ctx.Err())
-		case <-t.C:
-		}
-	}
 	defer flock(f, syscall.LOCK_UN)
 	l, err := readLedger(filepath.Join(dir, o+".json"), o)
 	if err != nil {

@@ -21,6 +21,8 @@ type memStore struct {
 	material map[string]Material
 	locked   map[string]bool
 	ledgers  map[string][]byte
+	// migrations are the fleet migrations (MigrationStore).
+	migrations map[string][]byte
 
 	// failSave makes the next n Save calls fail without writing.
 	failSave int
@@ -193,4 +195,49 @@ func (m *memStore) state(host string) *State {
 		return nil
 	}
 	return st
+}
+
+// Migrations (MigrationStore), persisted as JSON like states.
+
+func (m *memStore) LockMigration(ctx context.Context, name string) (func() error, error) {
+	return m.Lock(ctx, "migration "+name)
+}
+
+func (m *memStore) LoadMigration(name string) (*Migration, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.migrations[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNoMigration, name)
+	}
+	var out Migration
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+func (m *memStore) SaveMigration(mig *Migration) error {
+	b, err := json.Marshal(mig)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.migrations == nil {
+		m.migrations = map[string][]byte{}
+	}
+	m.migrations[mig.Spec.Name] = b
+	return nil
+}
+
+func (m *memStore) ListMigrations() ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for n := range m.migrations {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out, nil
 }

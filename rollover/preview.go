@@ -68,5 +68,5 @@ func fillOld(st *State, cur []tlsa.Record) {
 		}
 	}
 	st.OldEE = recordTexts(without(oldEE, mustParse(nonEmpty(st.Next))))
-	st.OldTA = recordTexts(without(oldTA, mustParse(nonEmpty(st.NewTA))))
+	st.OldTA = recordTexts(without(oldTA, mustParse(newTAs(st))))
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,6 +22,11 @@ type StartRequest struct {
 	Margin time.Duration // added to every TTL wait
 	// NewCA is the new CA certificate (ca-migration): its 2 1 1 is published first.
 	NewCA *x509.Certificate
+	// NewCAs is the new issuer set (ca-migration), when the new CA issues
+	// from several certificates: a 2 1 1 for each is published first, so
+	// that a chain from any of them matches. NewCA, when also set, is one
+	// of them.
+	NewCAs []*x509.Certificate
 	// New is the new certificate and key (renew, deploy: required;
 	// ca-migration and key-prepublish: optional, may be provided later).
 	New *Material
@@ -129,17 +135,30 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (*State, error) {
 			st.History = append(st.History, Event{At: now, Step: StepSetRRset, What: "forced", Detail: "--force: the new RRset is not checked against the served chain"})
 		}
 	case PlanCAMigration:
-		if req.NewCA == nil {
+		cas := req.NewCAs
+		if req.NewCA != nil && !slices.ContainsFunc(cas, req.NewCA.Equal) {
+			cas = append([]*x509.Certificate{req.NewCA}, cas...)
+		}
+		if len(cas) == 0 {
 			return nil, errors.New("ca-migration needs the new CA certificate (--new-ca)")
 		}
-		ta, err := tlsa.Compute(tlsa.FromCertificate(req.NewCA), tlsa.DANETA, tlsa.SelectorSPKI, tlsa.MatchSHA256)
-		if err != nil {
-			return nil, err
+		var tas []tlsa.Record
+		for _, ca := range cas {
+			ta, err := tlsa.Compute(tlsa.FromCertificate(ca), tlsa.DANETA, tlsa.SelectorSPKI, tlsa.MatchSHA256)
+			if err != nil {
+				return nil, err
+			}
+			tas = with(tas, ta)
 		}
-		st.NewTA, st.NewCASPKI = ta.String(), fmt.Sprintf("%x", ta.Data)
+		st.NewTA, st.NewCASPKI = tas[0].String(), fmt.Sprintf("%x", tas[0].Data)
+		if len(tas) > 1 {
+			st.NewTAs = recordTexts(tas)
+		}
 		fillOld(st, cur.Records) // never retire the new CA
-		if !containsRec(cur.Records, ta) {
-			st.Added = append(st.Added, ta.String())
+		for _, ta := range tas {
+			if !containsRec(cur.Records, ta) {
+				st.Added = append(st.Added, ta.String())
+			}
 		}
 	case PlanKeyPrepublish:
 		if len(req.NextKeySPKI) == 0 {
@@ -213,8 +232,9 @@ func (e *Engine) stage(st *State, m Material, now time.Time) error {
 			return fmt.Errorf("the new certificate is not on the next key whose 3 1 1 this rollover publishes (SPKI %s…, want %s…): issue it from the next key's CSR", short(fmt.Sprintf("%x", ee.Data)), short(st.NextKeySPKI))
 		}
 	case PlanCAMigration:
-		ta, _ := tlsa.ParseRecord(st.NewTA)
-		if v := tlsa.Match(chain, []tlsa.Record{ta}, tlsa.MatchOptions{Names: []string{st.Host}, Now: now}).Verdicts[0]; !v.Matched {
+		res := tlsa.Match(chain, mustParse(newTAs(st)), tlsa.MatchOptions{Names: []string{st.Host}, Now: now})
+		if !res.Matched() {
+			v := res.Verdicts[0]
 			return fmt.Errorf("the new chain does not match the new CA's 2 1 1 (%s: %s): the chain file must hold the leaf and the new CA certificate", v.Reason, v.Detail)
 		}
 	}

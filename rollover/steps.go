@@ -28,7 +28,7 @@ type stepDef struct {
 
 var stepTable = map[StepKind]stepDef{
 	StepVerify: {run: (*Engine).verify, note: "the new chain must be covered by a published 2 x x that every cache holds"},
-	StepPublishTA: {rrset: func(st *State, cur []tlsa.Record) []tlsa.Record { return with(cur, mustParse(nonEmpty(st.NewTA))...) },
+	StepPublishTA: {rrset: func(st *State, cur []tlsa.Record) []tlsa.Record { return with(cur, mustParse(newTAs(st))...) },
 		note: "beside the old CA's 2 x x; confirmed at every authoritative server"},
 	StepPublishNext: {rrset: func(st *State, cur []tlsa.Record) []tlsa.Record { return with(cur, mustParse(nonEmpty(st.Next))...) },
 		note: "beside the current 3 x x"},
@@ -87,7 +87,7 @@ func cumulative(st *State, cur []tlsa.Record) []tlsa.Record {
 func required(st *State) []tlsa.Record {
 	switch st.Plan {
 	case PlanCAMigration:
-		return mustParse(nonEmpty(st.NewTA))
+		return mustParse(newTAs(st))
 	case PlanKeyPrepublish:
 		return mustParse(nonEmpty(st.Next))
 	}
@@ -141,20 +141,42 @@ func waiting(st *State, at time.Time, format string, args ...any) error {
 // before the provider call, and a resumed run recognises a change that was
 // already made.
 func (e *Engine) publish(ctx context.Context, st *State, t Target, step StepKind, target func([]tlsa.Record) []tlsa.Record) error {
+	rs, change, err := e.preparePublish(ctx, st, t, step, target)
+	if err != nil || rs == nil {
+		return err
+	}
+	if change {
+		e.fail("before-set")
+		if err := t.DNS.Set(ctx, *rs); err != nil {
+			return fmt.Errorf("provider: %w", err)
+		}
+		e.fail("after-set")
+		st.History = append(st.History, Event{At: e.now(), Step: step, What: "published", Detail: abbrev(recordTexts(rs.Records))})
+	}
+	return e.confirm(ctx, st, t, step, *rs)
+}
+
+// preparePublish observes the owner and decides what publishing
+// target(current) takes. change: the provider must be set to rs; the
+// checks passed, the intent is in the ledger and the state saved with a
+// "publishing" event, so the caller makes the provider call next. No
+// change and rs set: the provider holds it already, but it is still to be
+// confirmed. rs nil: nothing to do (done before a crash, or no change).
+func (e *Engine) preparePublish(ctx context.Context, st *State, t Target, step StepKind, target func([]tlsa.Record) []tlsa.Record) (rs *RRSet, change bool, err error) {
 	w, err := e.observeState(ctx, st, t)
 	if err != nil {
-		return err
+		return nil, false, err
 	}
 	cur, err := w.provider()
 	if err != nil {
-		return err
+		return nil, false, err
 	}
 	want := target(cur)
 	// Hosts that share the RRset keep the records they still need.
 	var sharers []sharer
 	if len(t.Sharing) > 0 && !sameSet(cur, want) {
 		if sharers, err = servedBySharers(ctx, t); err != nil {
-			return err
+			return nil, false, err
 		}
 		var kept []tlsa.Record
 		if want, kept = keepForSharers(cur, want, sharers, e.now()); len(kept) > 0 && !sameSet(cur, want) {
@@ -162,52 +184,55 @@ func (e *Engine) publish(ctx context.Context, st *State, t Target, step StepKind
 				Detail: fmt.Sprintf("%s stays: another host that shares the RRset still serves a chain it matches", abbrev(recordTexts(kept)))})
 		}
 	}
-	rs := RRSet{Records: want, TTL: st.TTL}
-	if !sameSet(cur, want) {
-		now := e.now()
-		if !st.Force {
-			served, err := t.Deployer.Served(ctx)
-			if err != nil {
-				return fmt.Errorf("probing what %s serves: %w", st.Host, err)
-			}
-			// Only the new version is new: what caches hold already is
-			// not changed by this action (and a refusal here would keep
-			// tlsactl from repairing an RRset someone else broke).
-			inv := Invariant{Action: fmt.Sprintf("publish %s", abbrev(recordTexts(want))),
-				Versions: []Version{{Records: recordTexts(want), TTL: st.TTL, Requested: now}},
-				Chains:   served, Names: []string{st.Host}, Now: now, Margin: time.Duration(st.Margin)}
-			if err := inv.Check(); err != nil {
-				return err
-			}
-			for _, sh := range sharers {
-				inv.Action = fmt.Sprintf("publish %s, which %s shares", abbrev(recordTexts(want)), strings.TrimSuffix(sh.host, "."))
-				inv.Chains, inv.Names = sh.served, []string{sh.host}
-				if err := inv.Check(); err != nil {
-					return err
-				}
-			}
+	set := RRSet{Records: want, TTL: st.TTL}
+	if sameSet(cur, want) {
+		if w.servedEverywhere(want) == "" && !unconfirmed(st, step) {
+			return nil, false, nil // done before a crash, or nothing to change
 		}
-		// Record the intent first: from now on resolvers may see it.
-		if err := e.wrote(ctx, st, t.DNS.Owner(), rs, "tlsactl "+string(step), now); err != nil {
-			return err
-		}
-		st.History = append(st.History, Event{At: now, Step: step, What: "publishing", Detail: abbrev(recordTexts(want))})
-		if err := e.Store.Save(st); err != nil {
-			return err
-		}
-		e.fail("before-set")
-		if err := t.DNS.Set(ctx, rs); err != nil {
-			return fmt.Errorf("provider: %w", err)
-		}
-		e.fail("after-set")
-		st.History = append(st.History, Event{At: now, Step: step, What: "published", Detail: abbrev(recordTexts(want))})
-	} else if w.servedEverywhere(want) == "" && !unconfirmed(st, step) {
-		return nil // done before a crash, or nothing to change
+		return &set, false, nil
 	}
+	now := e.now()
+	if !st.Force {
+		served, err := t.Deployer.Served(ctx)
+		if err != nil {
+			return nil, false, fmt.Errorf("probing what %s serves: %w", st.Host, err)
+		}
+		// Only the new version is new: what caches hold already is not
+		// changed by this action (and a refusal here would keep tlsactl
+		// from repairing an RRset someone else broke).
+		inv := Invariant{Action: fmt.Sprintf("publish %s", abbrev(recordTexts(want))),
+			Versions: []Version{{Records: recordTexts(want), TTL: st.TTL, Requested: now}},
+			Chains:   served, Names: []string{st.Host}, Now: now, Margin: time.Duration(st.Margin)}
+		if err := inv.Check(); err != nil {
+			return nil, false, err
+		}
+		for _, sh := range sharers {
+			inv.Action = fmt.Sprintf("publish %s, which %s shares", abbrev(recordTexts(want)), strings.TrimSuffix(sh.host, "."))
+			inv.Chains, inv.Names = sh.served, []string{sh.host}
+			if err := inv.Check(); err != nil {
+				return nil, false, err
+			}
+		}
+	}
+	// Record the intent first: from now on resolvers may see it.
+	if err := e.wrote(ctx, st, t.DNS.Owner(), set, "tlsactl "+string(step), now); err != nil {
+		return nil, false, err
+	}
+	st.History = append(st.History, Event{At: now, Step: step, What: "publishing", Detail: abbrev(recordTexts(want))})
+	if err := e.Store.Save(st); err != nil {
+		return nil, false, err
+	}
+	return &set, true, nil
+}
+
+// confirm waits until every authoritative server serves rs and checks the
+// provider still holds it.
+func (e *Engine) confirm(ctx context.Context, st *State, t Target, step StepKind, rs RRSet) error {
+	want := rs.Records
 	if err := t.DNS.WaitServed(ctx, rs); err != nil {
 		return fmt.Errorf("propagation: %w", err)
 	}
-	w, err = e.observeState(ctx, st, t)
+	w, err := e.observeState(ctx, st, t)
 	if err != nil {
 		return err
 	}
@@ -492,6 +517,14 @@ func allServe(served [][]*x509.Certificate, leaf *x509.Certificate) bool {
 		}
 	}
 	return true
+}
+
+// newTAs returns the new CA's 2 1 1 records: the issuer set, or NewTA.
+func newTAs(st *State) []string {
+	if len(st.NewTAs) > 0 {
+		return st.NewTAs
+	}
+	return nonEmpty(st.NewTA)
 }
 
 func nonEmpty(ss ...string) []string {

@@ -158,11 +158,15 @@ type State struct {
 	Margin    Duration  `json:"margin"`               // added to every TTL wait
 
 	// Records fixed when the rollover starts (presentation RDATA).
-	OldEE []string `json:"old_ee,omitempty"`  // 3 x x records to retire
-	OldTA []string `json:"old_ta,omitempty"`  // 2 x x records to retire (ca-migration)
-	NewTA string   `json:"new_ta,omitempty"`  // the new CA's 2 1 1 (ca-migration)
-	Next  string   `json:"next_ee,omitempty"` // the next key's 3 1 1 (key-prepublish)
-	NewEE string   `json:"new_ee,omitempty"`  // the new certificate's 3 1 1, once material is staged
+	OldEE []string `json:"old_ee,omitempty"` // 3 x x records to retire
+	OldTA []string `json:"old_ta,omitempty"` // 2 x x records to retire (ca-migration)
+	NewTA string   `json:"new_ta,omitempty"` // the new CA's 2 1 1 (ca-migration)
+	// NewTAs is the new issuer set's 2 1 1 records when the new CA issues
+	// from more than one certificate (a fleet migration); it includes
+	// NewTA. Empty for a single new CA.
+	NewTAs []string `json:"new_tas,omitempty"`
+	Next   string   `json:"next_ee,omitempty"` // the next key's 3 1 1 (key-prepublish)
+	NewEE  string   `json:"new_ee,omitempty"`  // the new certificate's 3 1 1, once material is staged
 	// Added are the records this rollover added that the RRset did not
 	// hold when it started: abort takes back these and nothing else.
 	Added []string `json:"added,omitempty"`
@@ -333,6 +337,20 @@ type Store interface {
 	// two processes recording at once never lose an observation. When fn
 	// fails nothing is written.
 	UpdateLedger(ctx context.Context, owner string, fn func(*Ledger) error) (*Ledger, error)
+}
+
+// BatchDNS is a DNS whose provider can change the RRsets of several owner
+// names of one zone in one call (RFC 2136: one UPDATE message). A fleet
+// migration publishes the new issuer set for every host of a zone at once
+// through it; a DNS that is not a BatchDNS is changed owner by owner.
+type BatchDNS interface {
+	DNS
+	// BatchKey names the provider and the zone: DNSes with the same
+	// non-empty key can be changed by one SetBatch call of any of them.
+	BatchKey() string
+	// SetBatch replaces the RRset of every owner in sets (TLSA owner FQDN
+	// → RRset; all in this DNS's zone, none empty) in one provider call.
+	SetBatch(ctx context.Context, sets map[string]RRSet) error
 }
 
 // Sentinel errors callers branch on.

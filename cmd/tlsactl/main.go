@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -100,6 +101,7 @@ record under _25._tcp.<mx-host>, of which at least one must match at every momen
 			createHook(),
 			createKey(),
 			createACME(),
+			createMigration(),
 		},
 	}
 	for _, c := range app.Commands {
@@ -118,15 +120,17 @@ func permuteArgs(args []string, app *cli.App) []string {
 	if len(args) < 3 {
 		return args
 	}
-	var cmd *cli.Command
-	for _, c := range app.Commands {
-		if c.Name == args[1] || contains(c.Aliases, args[1]) {
-			cmd = c
+	cmd, head := findCommand(app.Commands, args[1]), 2
+	if cmd != nil && len(cmd.Subcommands) > 0 {
+		// A command with subcommands (rollover, migration): the flags
+		// belong to the subcommand named next; they are moved within its
+		// arguments (`migration plan FILE --json`), never before its name.
+		if len(args) < 4 {
+			return args
 		}
+		cmd, head = findCommand(cmd.Subcommands, args[2]), 3
 	}
 	if cmd == nil || len(cmd.Subcommands) > 0 {
-		// A command with subcommands (rollover): the flags belong to the
-		// subcommand named next; moving them before it breaks parsing.
 		return args
 	}
 	takesValue := map[string]bool{}
@@ -137,7 +141,7 @@ func permuteArgs(args []string, app *cli.App) []string {
 		}
 	}
 	var flags, pos []string
-	rest := args[2:]
+	rest := args[head:]
 	for i := 0; i < len(rest); i++ {
 		a := rest[i]
 		switch {
@@ -155,12 +159,22 @@ func permuteArgs(args []string, app *cli.App) []string {
 			pos = append(pos, a)
 		}
 	}
-	out := append([]string{args[0], args[1]}, flags...)
+	out := append(slices.Clone(args[:head]), flags...)
 	if len(pos) > 0 {
 		out = append(out, "--")
 		out = append(out, pos...)
 	}
 	return out
+}
+
+// findCommand returns the command of cmds named name (or an alias), or nil.
+func findCommand(cmds []*cli.Command, name string) *cli.Command {
+	for _, c := range cmds {
+		if c.Name == name || contains(c.Aliases, name) {
+			return c
+		}
+	}
+	return nil
 }
 
 func contains(list []string, s string) bool {

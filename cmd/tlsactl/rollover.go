@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tlsactl/tlsactl/internal/config"
@@ -67,9 +68,12 @@ waits for the time it becomes safe or is refused. A record the plan published th
 else removed is published again, and the TTL wait starts again ("stepped back" in status). State is kept per host in the state directory
 (atomic writes, mode 0600, one process per host by lock): a crash resumes where it stopped.
 
+'rollover run' also advances every active fleet migration (see 'tlsactl migration --help'):
+the hosts of an unfinished migration are advanced by it, within its schedule, not one by one.
+
 EXIT CODES:
    0   done, or waiting safely (TTL, material): run again later
-   1   a step failed or was refused (the state says why); run again to retry
+   1   a step failed or was refused (the state says why), or a migration halted; run again to retry
    2   bad input or configuration`,
 		Subcommands: []*cli.Command{
 			{
@@ -99,9 +103,10 @@ EXIT CODES:
 			},
 			{
 				Name: "run", Usage: "advance every rollover as far as is safe now (for cron / systemd timers)",
-				Flags: flags(&cli.StringSliceFlag{Name: flagHost, Usage: "only this `HOST` (repeatable)"},
+				Flags: flags(&cli.StringSliceFlag{Name: flagHost, Usage: "only this `HOST` (repeatable; then no migration is advanced)"},
 					&cli.BoolFlag{Name: flagWait, Usage: "sleep until each rollover is done (or needs material)"},
-					&cli.DurationFlag{Name: flagTimeout, Value: 24 * time.Hour, Usage: "bound for --wait"}),
+					&cli.DurationFlag{Name: flagTimeout, Value: 24 * time.Hour, Usage: "bound for --wait"},
+					&cli.StringFlag{Name: flagMetricsFile, Usage: "also write Prometheus metrics of every migration to `FILE` (atomically)"}),
 				Action: runRolloverRun,
 			},
 			{
@@ -123,7 +128,10 @@ type rolloverEnv struct {
 	resolver *dnsx.Resolver
 	store    *rollover.FileStore
 	engine   *rollover.Engine
-	targets  map[string]cachedTarget
+	// targets caches built targets; a fleet migration asks for them from
+	// several goroutines.
+	mu      sync.Mutex
+	targets map[string]cachedTarget
 }
 
 type cachedTarget struct {
@@ -287,15 +295,20 @@ func (env *rolloverEnv) hostTarget(h *config.Host) (rollover.Target, error) {
 	// Built at most once a minute: a long `rollover run --wait` still
 	// notices a CNAME that changed.
 	key := fmt.Sprintf("%s:%d", h.Name, h.Port)
-	if c, ok := env.targets[key]; ok && time.Since(c.at) < time.Minute {
+	env.mu.Lock()
+	c, ok := env.targets[key]
+	env.mu.Unlock()
+	if ok && time.Since(c.at) < time.Minute {
 		return c.t, nil
 	}
 	t, err := env.buildHostTarget(h)
 	if err == nil {
+		env.mu.Lock()
 		if env.targets == nil {
 			env.targets = map[string]cachedTarget{}
 		}
 		env.targets[key] = cachedTarget{t: t, at: time.Now()}
+		env.mu.Unlock()
 	}
 	return t, err
 }
@@ -311,7 +324,7 @@ func (env *rolloverEnv) buildHostTarget(h *config.Host) (rollover.Target, error)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	d, err := targets.Resolve(ctx, targets.Config{
-		Provider: prov, Zone: h.Zone, Host: h.Name, Port: h.Port, Resolver: env.resolver,
+		Provider: prov, ProviderID: env.cfg.Provider.Name, Zone: h.Zone, Host: h.Name, Port: h.Port, Resolver: env.resolver,
 		AuthServers: h.AuthServers, AuthPort: h.AuthPort,
 		// A lagging server fails the step after this; the next run retries.
 		Propagation: providers.PropagationOptions{Interval: time.Second, Timeout: 2 * time.Minute},
@@ -492,10 +505,30 @@ func runRolloverRun(c *cli.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, c.Duration(flagTimeout))
 		defer cancel()
 	}
+	explicit := len(c.StringSlice(flagHost)) > 0
 	for {
 		var next time.Time
 		failed := 0
+		// Fleet migrations first (migration.go): each advances its own
+		// hosts within its schedule, so the loop below leaves them alone.
+		pass, err := advanceMigrations(ctx, c, env, nil, !explicit)
+		if err != nil {
+			return badInput(err)
+		}
+		failed += pass.errors
+		next = pass.next
+		if p := c.String(flagMetricsFile); p != "" {
+			if err := writeMigrationMetrics(p, pass.all, time.Now()); err != nil {
+				return &exitError{code: exitRolloverError, err: fmt.Errorf("--metrics-file: %w", err)}
+			}
+		}
 		for _, h := range hosts {
+			if name, ok := pass.busy[strings.ToLower(bare(h))]; ok {
+				if explicit {
+					fmt.Fprintf(c.App.Writer, "%s: in migration %s: tlsactl migration run %s advances it\n", bare(h), name, name)
+				}
+				continue
+			}
 			st, err := env.store.Load(h)
 			if err != nil {
 				if errors.Is(err, rollover.ErrNoRollover) {
@@ -525,6 +558,9 @@ func runRolloverRun(c *cli.Context) error {
 			}
 		}
 		if !c.Bool(flagWait) || (next.IsZero() && failed == 0) {
+			if err := pass.verdict(); err != nil {
+				return err // a migration halted, holds hosts or failed
+			}
 			if failed > 0 {
 				return silentExit(exitRolloverError)
 			}

@@ -8,7 +8,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -34,11 +36,15 @@ type ProviderDNS struct {
 	servers    []providers.AuthServer
 }
 
-var _ rollover.DNS = (*ProviderDNS)(nil)
+var _ rollover.BatchDNS = (*ProviderDNS)(nil)
 
 // Config is what Resolve needs to know about one host.
 type Config struct {
 	Provider providers.Provider
+	// ProviderID names the provider instance, e.g. the configuration's
+	// provider name. DNSes with the same ProviderID and zone can be
+	// batched (BatchKey, SetBatch); "" means "not batchable with others".
+	ProviderID string
 	// Zone holding _<port>._tcp.<Host>; "" finds it with providers.FindZone.
 	// A CNAME target's zone is always found that way.
 	Zone string
@@ -375,12 +381,38 @@ func (d *ProviderDNS) Set(ctx context.Context, want rollover.RRSet) error {
 			return fmt.Errorf("the provider holds a CNAME to %s at %s: not deleting anything", bare(cname), bare(d.owner))
 		}
 	}
-	_, err := providers.SetTLSA(ctx, d.cfg.Provider, d.zone, cur, d.rrset(want))
+	_, err := providers.SetTLSA(ctx, d.cfg.Provider, d.zone, cur, rrset(d.owner, want))
 	return err
 }
 
-func (d *ProviderDNS) rrset(want rollover.RRSet) providers.RRSet {
-	return providers.RRSet{Owner: d.owner, TTL: time.Duration(want.TTL) * time.Second, Records: want.Records}
+// BatchKey returns "<ProviderID> <zone>": DNSes with the same key write
+// through the same provider instance into the same zone, so one SetBatch of
+// any of them can change them all. It is "" (batchable with no other DNS)
+// when Config.ProviderID is empty.
+func (d *ProviderDNS) BatchKey() string {
+	if d.cfg.ProviderID == "" {
+		return ""
+	}
+	return d.cfg.ProviderID + " " + d.zone
+}
+
+// SetBatch replaces the TLSA RRset of every owner in sets (owner FQDN, lower
+// case, as Owner returns; all in Zone; none empty) in one provider call,
+// providers.SetTLSABatch: for RFC 2136 one UPDATE message, which the server
+// applies to every owner or to none. The owners need not include this DNS's
+// own. They are written in sorted order, so the message and the errors
+// (which name the owners) do not depend on map order.
+func (d *ProviderDNS) SetBatch(ctx context.Context, sets map[string]rollover.RRSet) error {
+	batch := make([]providers.RRSet, 0, len(sets))
+	for _, owner := range slices.Sorted(maps.Keys(sets)) {
+		batch = append(batch, rrset(owner, sets[owner]))
+	}
+	_, err := providers.SetTLSABatch(ctx, d.cfg.Provider, d.zone, batch)
+	return err
+}
+
+func rrset(owner string, want rollover.RRSet) providers.RRSet {
+	return providers.RRSet{Owner: owner, TTL: time.Duration(want.TTL) * time.Second, Records: want.Records}
 }
 
 // WaitServed waits until every authoritative address serves exactly want's
@@ -388,7 +420,7 @@ func (d *ProviderDNS) rrset(want rollover.RRSet) providers.RRSet {
 // (providers.WaitPropagated); its error names every address that lags and
 // why.
 func (d *ProviderDNS) WaitServed(ctx context.Context, want rollover.RRSet) error {
-	_, err := providers.WaitPropagated(ctx, d.servers, d.rrset(want), d.propagation(d.zone))
+	_, err := providers.WaitPropagated(ctx, d.servers, rrset(d.owner, want), d.propagation(d.zone))
 	return err
 }
 

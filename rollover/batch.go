@@ -1,0 +1,126 @@
+package rollover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/tlsactl/tlsactl/tlsa"
+)
+
+// PublishBatch makes the publication step of every host's rollover that is
+// at it (StepPublishTA, StepPublishNext) with one provider call per batch:
+// hosts whose DNS is a BatchDNS with the same key (one provider, one zone;
+// for RFC 2136 one UPDATE message). Each host is checked as a single
+// publish would be (observed first, the invariant, hosts sharing the
+// RRset) and its intent recorded in its ledger and state before the call;
+// confirming at every authoritative server is left to the host's next
+// Advance, which recognises the change as made. Hosts at another step, not
+// due yet (NotBefore), or whose DNS cannot batch are left alone (their
+// Advance publishes them one by one). It returns the error of each host
+// that failed, by host; a failed provider call fails every host of its
+// batch and changes none of them.
+func (e *Engine) PublishBatch(ctx context.Context, hosts []string) map[string]error {
+	errs := map[string]error{}
+	type job struct {
+		host  string
+		st    *State
+		batch BatchDNS
+		rs    RRSet
+		step  StepKind
+	}
+	norm := make([]string, 0, len(hosts))
+	for _, h := range hosts {
+		n, err := normHost(h)
+		if err != nil {
+			errs[h] = err
+			continue
+		}
+		norm = append(norm, n)
+	}
+	slices.Sort(norm) // one lock order for every process
+	norm = slices.Compact(norm)
+	groups := map[string][]*job{}
+	var keys []string
+	for _, host := range norm {
+		st, unlock, err := e.loadLocked(ctx, host)
+		if err != nil {
+			errs[host] = err
+			continue
+		}
+		defer unlock()
+		step := st.CurrentStep()
+		if st.Status != StatusActive || (step != StepPublishTA && step != StepPublishNext) || e.now().Before(st.NotBefore) {
+			continue
+		}
+		t, err := e.Target(host)
+		if err != nil {
+			errs[host] = err
+			continue
+		}
+		b, ok := t.DNS.(BatchDNS)
+		if !ok || b.BatchKey() == "" || t.DNS.Owner() != st.Owner {
+			continue
+		}
+		rs, change, err := e.preparePublish(ctx, st, t, step, func(cur []tlsa.Record) []tlsa.Record { return cumulative(st, cur) })
+		if err != nil {
+			errs[host] = e.batchFailed(st, step, err)
+			continue
+		}
+		if !change {
+			continue // made already, or nothing to make: Advance confirms
+		}
+		k := b.BatchKey()
+		if _, seen := groups[k]; !seen {
+			keys = append(keys, k)
+		}
+		groups[k] = append(groups[k], &job{host: host, st: st, batch: b, rs: *rs, step: step})
+	}
+	for _, k := range keys {
+		jobs := groups[k]
+		sets := map[string]RRSet{}
+		for _, j := range jobs {
+			sets[j.st.Owner] = j.rs
+		}
+		if len(sets) < len(jobs) { // hosts sharing one owner: one of them publishes
+			for _, j := range jobs[1:] {
+				if other := sets[j.st.Owner]; !sameSet(other.Records, j.rs.Records) {
+					errs[j.host] = e.batchFailed(j.st, j.step, fmt.Errorf("another host of the batch publishes a different RRset at %s: retried on its own", j.st.Owner))
+				}
+			}
+		}
+		e.fail("before-set")
+		err := jobs[0].batch.SetBatch(ctx, sets)
+		e.fail("after-set")
+		names := make([]string, len(jobs))
+		for i, j := range jobs {
+			names[i] = strings.TrimSuffix(j.host, ".")
+		}
+		for _, j := range jobs {
+			if errs[j.host] != nil {
+				continue
+			}
+			if err != nil {
+				errs[j.host] = e.batchFailed(j.st, j.step, fmt.Errorf("provider (one call for %s): %w", strings.Join(names, ", "), err))
+				continue
+			}
+			j.st.History = append(j.st.History, Event{At: e.now(), Step: j.step, What: "published",
+				Detail: fmt.Sprintf("%s, in one provider call with %d host(s)", abbrev(recordTexts(j.rs.Records)), len(jobs))})
+			if err := e.Store.Save(j.st); err != nil {
+				errs[j.host] = err
+			}
+		}
+	}
+	return errs
+}
+
+// batchFailed records err in st as a failed Advance would and returns it.
+func (e *Engine) batchFailed(st *State, step StepKind, err error) error {
+	if errors.Is(err, ErrWaiting) {
+		return err
+	}
+	_, err = e.failed(st, step, e.now(), err)
+	return err
+}

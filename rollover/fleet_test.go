@@ -1,0 +1,741 @@
+package rollover
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tlsactl/tlsactl/rollover/schedule"
+	"github.com/tlsactl/tlsactl/tlsa"
+)
+
+// A simulated fleet: hosts over zones, each host its own TLSA owner (with
+// its authoritative servers and senders' resolvers) and its own server; a
+// batching provider per zone; certificates that arrive when the test says;
+// deploys recorded with the fake clock's time.
+
+// fleetLeaves are the old (CA One) and new (CA Two) leaves of every fleet
+// host, built once per package run.
+var (
+	fleetOnce   sync.Once
+	fleetLeaves map[string][2]testLeaf
+	fleetErr    error
+)
+
+const fleetHostsMax = 40
+
+// fleetTrace logs every run of the fleet tests under -v.
+var fleetTrace = os.Getenv("FLEET_TRACE") != ""
+
+func fleetHostName(i int) string { return fmt.Sprintf("mx%02d.z%d.example.net", i, i%3) }
+
+func getFleetLeaves(tb testing.TB) map[string][2]testLeaf {
+	tb.Helper()
+	p := getPKI(tb)
+	fleetOnce.Do(func() {
+		fleetLeaves = map[string][2]testLeaf{}
+		nb, na := testBase.AddDate(0, -1, 0), testBase.AddDate(1, 0, 0)
+		for i := range fleetHostsMax {
+			name := fleetHostName(i)
+			var pair [2]testLeaf
+			for k, ca := range []*testCA{p.ca1, p.ca2} {
+				key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+				if err != nil {
+					fleetErr = err
+					return
+				}
+				if pair[k], err = ca.leaf(key, fmt.Sprintf("%s %d", name, k), []string{name}, nb, na); err != nil {
+					fleetErr = err
+					return
+				}
+			}
+			fleetLeaves[name] = pair
+		}
+	})
+	if fleetErr != nil {
+		tb.Fatal(fleetErr)
+	}
+	return fleetLeaves
+}
+
+type fleetWorld struct {
+	w       *world
+	store   *memStore
+	c       *crasher
+	names   []string // FQDNs without the final dot
+	zone    map[string]string
+	dns     map[string]*fakeDNS // by TLSA owner
+	arrive  map[string]time.Time
+	batches map[string]int // SetBatch calls by key
+	deploys []deployRec
+	spec    MigrationSpec
+	crashes int
+}
+
+type deployRec struct {
+	host string
+	at   time.Time
+	ok   bool
+}
+
+type fleetOpts struct {
+	hosts    int
+	windows  []string
+	parallel int
+	failures int
+	canary   bool
+	delays   []time.Duration
+	ttl      uint32
+}
+
+func newFleetWorld(tb testing.TB, o fleetOpts) *fleetWorld {
+	p := getPKI(tb)
+	leaves := getFleetLeaves(tb)
+	fw := &fleetWorld{w: emptyWorld(tb), store: newMemStore(), zone: map[string]string{}, dns: map[string]*fakeDNS{},
+		arrive: map[string]time.Time{}, batches: map[string]int{}}
+	fw.c = &crasher{w: fw.w}
+	for i := range o.hosts {
+		name := fleetHostName(i)
+		old := leaves[name][0]
+		owner := "_25._tcp." + name + "."
+		initial := []tlsa.Record{ta211(p.ca1.inter), ee311(old.cert)}
+		d := fw.w.addZone(owner, worldOpts{initial: initial, initTTL: o.ttl, negTTL: 60, delays: o.delays, resolv: 2})
+		dep := fw.w.addDeployer(old.chain, 2)
+		fw.w.addHost(name, d, dep)
+		fw.store.seed(owner, d.changes[0].rr, 60, testBase.Add(-48*time.Hour))
+		fw.names = append(fw.names, name)
+		fw.zone[name] = fmt.Sprintf("z%d.example.net.", i%3)
+		fw.dns[owner] = d
+		fw.arrive[name] = testBase
+	}
+	fw.w.dns, fw.w.dep = fw.w.hosts[0].dns, fw.w.hosts[0].dep
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.ca2.inter.Raw})
+	fw.spec = MigrationSpec{Name: "fleet", NewCAPEM: []string{string(ca)}, TTL: o.ttl, Margin: Duration(30 * time.Second),
+		Windows: o.windows, MaxParallel: o.parallel, MaxFailures: o.failures}
+	for _, n := range fw.names {
+		fw.spec.Hosts = append(fw.spec.Hosts, MigrationHost{Host: n})
+	}
+	if o.canary {
+		fw.spec.Canary = fw.names[len(fw.names)/2]
+	}
+	return fw
+}
+
+// fleetDNS is a host's DNS with the batching of its zone's provider.
+type fleetDNS struct {
+	DNS
+	fw  *fleetWorld
+	key string
+}
+
+func (d fleetDNS) BatchKey() string { return d.key }
+
+func (d fleetDNS) SetBatch(ctx context.Context, sets map[string]RRSet) error {
+	d.fw.batches[d.key]++
+	owners := make([]string, 0, len(sets))
+	for o := range sets {
+		owners = append(owners, o)
+	}
+	sort.Strings(owners)
+	for _, o := range owners {
+		fd := d.fw.dns[o]
+		if fd == nil || !strings.HasSuffix(o, "."+strings.TrimPrefix(d.key, "provider ")) {
+			return fmt.Errorf("owner %s is not in batch %s", o, d.key)
+		}
+	}
+	for _, o := range owners {
+		if err := d.fw.dns[o].Set(ctx, sets[o]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// recDeployer records every deploy with the time it began.
+type recDeployer struct {
+	Deployer
+	fw   *fleetWorld
+	host string
+}
+
+func (d recDeployer) Deploy(ctx context.Context, m Material, restore Material) error {
+	at := d.fw.w.now()
+	err := d.Deployer.Deploy(ctx, m, restore)
+	d.fw.deploys = append(d.fw.deploys, deployRec{host: d.host, at: at, ok: err == nil})
+	return err
+}
+
+// fleetSource hands out each host's new certificate from its arrival on.
+type fleetSource struct{ fw *fleetWorld }
+
+func (s fleetSource) Fetch(ctx context.Context, host string) (*Material, error) {
+	name := strings.TrimSuffix(host, ".")
+	at, ok := s.fw.arrive[name]
+	if !ok || at.IsZero() || s.fw.w.now().Before(at) {
+		return nil, nil
+	}
+	m := getFleetLeaves(s.fw.w.tb)[name][1].mat
+	return &m, nil
+}
+
+// fleet returns a fresh "process": engine and fleet on the world's store,
+// every call boundary through the crasher.
+func (fw *fleetWorld) fleet() *Fleet {
+	e := fw.w.engine(fw.store, fw.c)
+	inner := e.Target
+	e.Target = func(host string) (Target, error) {
+		t, err := inner(host)
+		if err != nil {
+			return t, err
+		}
+		name := strings.TrimSuffix(host, ".")
+		t.DNS = fleetDNS{DNS: t.DNS, fw: fw, key: "provider " + fw.zone[name]}
+		t.Deployer = recDeployer{Deployer: t.Deployer, fw: fw, host: name}
+		return t, nil
+	}
+	return &Fleet{Engine: e, Store: crashMigStore{MigrationStore: fw.store, c: fw.c}, Workers: 1, Poll: time.Hour,
+		Source: func(*Migration) (CertSource, error) { return fleetSource{fw}, nil }}
+}
+
+// crashMigStore puts a call boundary around every migration save.
+type crashMigStore struct {
+	MigrationStore
+	c *crasher
+}
+
+func (s crashMigStore) SaveMigration(m *Migration) error {
+	s.c.hit("before SaveMigration")
+	err := s.MigrationStore.SaveMigration(m)
+	s.c.hit("after SaveMigration")
+	return err
+}
+
+// run advances the migration until it is final or waits for the operator,
+// moving the clock to each next action, letting senders' resolvers query
+// at random between runs, restarting the "process" after every crash
+// (crashEvery > 0: a crash at a random boundary within that many). It
+// returns the migration as last saved.
+func (fw *fleetWorld) run(tb testing.TB, rng *mrand.Rand, crashEvery int, until time.Time, between func()) *Migration {
+	tb.Helper()
+	f := fw.fleet()
+	arm := func() {
+		if crashEvery > 0 {
+			fw.c.at = fw.c.n + 1 + rng.IntN(crashEvery)
+		}
+	}
+	arm()
+	for range 5000 {
+		var m *Migration
+		var err error
+		if cs := catchCrash(func() { m, err = f.Advance(context.Background(), fw.spec.Name) }); cs != nil {
+			fw.crashes++
+			f = fw.fleet() // a new process after the crash
+			arm()
+			continue
+		}
+		if err != nil && !errors.Is(err, ErrLocked) {
+			tb.Logf("advance: %v", err)
+		}
+		if m == nil {
+			continue
+		}
+		if len(m.History) > 20*len(m.Hosts)+200 {
+			var tail []string
+			for _, ev := range m.History[len(m.History)-40:] {
+				tail = append(tail, fmt.Sprintf("+%s %s %s %s", ev.At.Sub(testBase), ev.Host, ev.What, ev.Detail))
+			}
+			tb.Fatalf("the migration's history grows without bound (%d events); last:\n%s", len(m.History), strings.Join(tail, "\n"))
+		}
+		if between != nil {
+			between()
+		}
+		next := m.Next()
+		if testing.Verbose() && fleetTrace {
+			tb.Logf("+%s %s %s next +%s", fw.w.now().Sub(testBase), m.Status, phaseCounts(m), next.Sub(testBase))
+		}
+		if m.Final() || next.IsZero() || next.After(until) {
+			fw.c.at = 0
+			return m
+		}
+		for _, d := range fw.w.zones {
+			if rng.IntN(3) == 0 {
+				d.lookup(rng.IntN(len(d.res)), rng.IntN(len(d.delays)))
+			}
+		}
+		fw.w.advanceTo(next)
+	}
+	tb.Fatal("the migration did not settle in 5000 runs")
+	return nil
+}
+
+func (fw *fleetWorld) migration(tb testing.TB) *Migration {
+	tb.Helper()
+	m, err := fw.store.LoadMigration(fw.spec.Name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return m
+}
+
+// assertFinal checks a done host's RRset is the new CA's 2 1 1 and its new
+// leaf's 3 1 1, and that it serves the new leaf; a host not deployed still
+// serves the old leaf, and its RRset holds the old records.
+func (fw *fleetWorld) assertHosts(tb testing.TB, m *Migration) {
+	tb.Helper()
+	p := getPKI(tb)
+	leaves := getFleetLeaves(tb)
+	for _, h := range m.Hosts {
+		name := strings.TrimSuffix(h.Host, ".")
+		sh := fw.w.host(name)
+		rr := sh.dns.provider().Records
+		pair := leaves[name]
+		switch h.Phase {
+		case PhaseDone:
+			if !allServe(sh.dep.addrs, pair[1].cert) {
+				tb.Errorf("%s is done but does not serve its new certificate", name)
+			}
+			if !sameSet(rr, []tlsa.Record{ta211(p.ca2.inter), ee311(pair[1].cert)}) {
+				tb.Errorf("%s is done with RRset %s", name, rrKey(rr))
+			}
+		case PhaseRolledBack:
+			if !allServe(sh.dep.addrs, pair[0].cert) {
+				tb.Errorf("%s was rolled back but does not serve its old certificate", name)
+			}
+			if !sameSet(rr, []tlsa.Record{ta211(p.ca1.inter), ee311(pair[0].cert)}) {
+				tb.Errorf("%s was rolled back to RRset %s, not the one before the migration", name, rrKey(rr))
+			}
+		default:
+			if !allServe(sh.dep.addrs, pair[0].cert) {
+				tb.Errorf("%s is %s but does not serve its old certificate", name, h.Phase)
+			}
+			if !containsAll(rr, []tlsa.Record{ta211(p.ca1.inter), ee311(pair[0].cert)}) {
+				tb.Errorf("%s is %s and lost an old record: RRset %s", name, h.Phase, rrKey(rr))
+			}
+		}
+	}
+}
+
+func phaseCounts(m *Migration) string {
+	c := m.Counts()
+	var parts []string
+	for _, p := range Phases {
+		if c[p] > 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", p, c[p]))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// TestFleetMigrationWorld: 40 hosts over 3 zones, deploy windows, a
+// canary, late and missing certificates, failing reloads, someone else
+// removing a host's new record during the wait, senders' resolvers caching
+// at random, and (per seed) crashes at random call boundaries; the world
+// invariant (every RRset any resolver may hold matches what every address
+// of every host serves) is checked at every call boundary, propagation
+// instant and clock move.
+func TestFleetMigrationWorld(t *testing.T) {
+	seeds := 4
+	if testing.Short() {
+		seeds = 2
+	}
+	for seed := range seeds {
+		crashEvery := 0
+		if seed > 0 {
+			crashEvery = 300 + 100*seed
+		}
+		t.Run(fmt.Sprintf("seed%d_crash%d", seed, crashEvery), func(t *testing.T) {
+			rng := mrand.New(mrand.NewPCG(uint64(seed), 10))
+			fw := newFleetWorld(t, fleetOpts{hosts: 40, windows: []string{"Mon-Fri 02:00-05:00 UTC"}, parallel: 4, failures: 5,
+				canary: true, delays: []time.Duration{0, 2 * time.Minute}, ttl: 3600})
+			// Certificates arrive at random within two days; one never.
+			for i, n := range fw.names {
+				fw.arrive[n] = testBase.Add(time.Duration(rng.IntN(48)) * time.Hour)
+				if i == 7 {
+					fw.arrive[n] = time.Time{}
+				}
+			}
+			// Two servers whose reload always fails.
+			failing := []string{fw.names[3], fw.names[11]}
+			for _, n := range failing {
+				fw.w.host(n).dep.failDeploy = 1 << 20
+			}
+			f := fw.fleet()
+			if _, err := f.Create(context.Background(), fw.spec); err != nil {
+				t.Fatal(err)
+			}
+			removed := false
+			victim := fw.w.host(fw.names[5])
+			between := func() {
+				// Someone else rewrites one host's RRset to what it was
+				// during the TTL wait: the migration must republish and wait
+				// again for that host, not deploy on its own history.
+				if removed {
+					return
+				}
+				if m, err := fw.store.LoadMigration("fleet"); err == nil {
+					if i := m.index(victim.name + "."); i >= 0 && m.Hosts[i].Phase == PhaseWaitTTL {
+						victim.dns.write(victim.dns.changes[0].rr.Records, 3600, true)
+						fw.w.logf("  someone else put back %s's old RRset", victim.name)
+						removed = true
+					}
+				}
+			}
+			m := fw.run(t, rng, crashEvery, testBase.AddDate(0, 0, 4), between)
+			assertClean(t, fw.w, fw.store)
+			fw.assertHosts(t, m)
+			t.Logf("%s after %s; provider calls per batch %v, %d call boundaries, %d crashes, %d invariant checks", phaseCounts(m), fw.w.now().Sub(testBase), fw.batches, fw.c.n, fw.crashes, fw.w.checks)
+			if !removed {
+				t.Error("the external rewrite never happened")
+			}
+			c := m.Counts()
+			if c[PhaseDone] != 37 || c[PhaseHeld] != 2 || c[PhaseWaitCert] != 1 {
+				t.Errorf("phases %s, want 37 done, 2 held (failing reloads), 1 waiting for its certificate", phaseCounts(m))
+			}
+			for _, n := range failing {
+				if h := m.Hosts[m.index(n+".")]; h.Phase != PhaseHeld || !h.Failed || !strings.Contains(h.Reason, "deploy failed") {
+					t.Errorf("%s: %s %q, want held with the deploy failure", n, h.Phase, h.Reason)
+				}
+			}
+			if m.Failures != 2 || m.Status != MigrationActive {
+				t.Errorf("status %s with %d failures, want active with 2", m.Status, m.Failures)
+			}
+			fw.assertSchedule(t, m)
+		})
+	}
+}
+
+// assertSchedule checks the deploys against the spec: inside the windows,
+// the canary first and alone, none before its certificate arrived, none
+// before the fleet's TTL wait ended; and that publishing was batched.
+func (fw *fleetWorld) assertSchedule(tb testing.TB, m *Migration) {
+	tb.Helper()
+	ws, err := schedule.ParseAll(fw.spec.Windows)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	canary := strings.TrimSuffix(m.Spec.Canary, ".")
+	var canaryDone time.Time
+	if canary != "" {
+		canaryDone = m.Hosts[m.index(m.Spec.Canary)].Done
+	}
+	for _, d := range fw.deploys {
+		if !ws.Contains(d.at) && len(ws) > 0 {
+			tb.Errorf("%s deployed at %s, outside the windows", d.host, d.at)
+		}
+		if d.host != canary && canary != "" && (canaryDone.IsZero() || d.at.Before(canaryDone)) {
+			tb.Errorf("%s deployed at %s, before the canary was done (%s)", d.host, d.at, canaryDone)
+		}
+		if d.at.Before(fw.arrive[d.host]) {
+			tb.Errorf("%s deployed at %s, before its certificate arrived (%s)", d.host, d.at, fw.arrive[d.host])
+		}
+		if d.at.Before(testBase.Add(time.Duration(fw.spec.TTL)*time.Second + time.Duration(fw.spec.Margin))) {
+			tb.Errorf("%s deployed at %s, inside the TTL wait", d.host, d.at)
+		}
+	}
+	// Each zone's first publication is one provider call; more only for
+	// hosts that had to publish again (a crash between the calls of two
+	// zones, someone else's removal).
+	for k, n := range fw.batches {
+		if n > 3 {
+			tb.Errorf("batch %s: %d provider calls", k, n)
+		}
+	}
+	if len(fw.batches) != 3 {
+		tb.Errorf("%d batches, want one per zone (3): %v", len(fw.batches), fw.batches)
+	}
+}
+
+// TestFleetMaxParallel: with no windows and no crashes, no more than
+// max_parallel deploys happen in one group, and the fleet waits one TTL:
+// every host's deploy follows the same wait end.
+func TestFleetMaxParallel(t *testing.T) {
+	fw := newFleetWorld(t, fleetOpts{hosts: 12, parallel: 4, failures: 1, delays: []time.Duration{0, 10 * time.Second}, ttl: 600})
+	f := fw.fleet()
+	if _, err := f.Create(context.Background(), fw.spec); err != nil {
+		t.Fatal(err)
+	}
+	m := fw.run(t, mrand.New(mrand.NewPCG(1, 2)), 0, testBase.AddDate(0, 0, 1), nil)
+	assertClean(t, fw.w, fw.store)
+	fw.assertHosts(t, m)
+	if m.Status != MigrationDone {
+		t.Fatalf("status %s (%s), want done", m.Status, phaseCounts(m))
+	}
+	// Deploys go in groups of at most 4 hosts marked "deploying" at one
+	// instant.
+	groups := map[time.Time]int{}
+	for _, ev := range m.History {
+		if ev.What == string(PhaseDeploying) && ev.Detail == "deploying" {
+			groups[ev.At]++
+		}
+	}
+	total := 0
+	for at, n := range groups {
+		if n > 4 {
+			t.Errorf("%d hosts deploying at once at %s", n, at)
+		}
+		total += n
+	}
+	if total != 12 || len(groups) != 3 {
+		t.Errorf("%d deploys in %d groups, want 12 in 3", total, len(groups))
+	}
+	// One TTL wait: publication was one call per zone, and the first
+	// deploy began within the wait (+ margin) plus propagation of it.
+	for k, n := range fw.batches {
+		if n != 1 {
+			t.Errorf("batch %s: %d provider calls, want 1", k, n)
+		}
+	}
+	first := fw.deploys[0].at
+	if first.After(testBase.Add(600*time.Second + 30*time.Second + time.Minute)) {
+		t.Errorf("first deploy at +%s, want right after one TTL (600s) + margin", first.Sub(testBase))
+	}
+}
+
+// TestFleetHaltsAtMaxFailures: five servers whose reload fails, max
+// failures 3: the migration halts after the third, deploys nothing more,
+// and resumes to the end once the servers are fixed.
+func TestFleetHaltsAtMaxFailures(t *testing.T) {
+	fw := newFleetWorld(t, fleetOpts{hosts: 15, parallel: 1, failures: 3, delays: []time.Duration{0, 5 * time.Second}, ttl: 300})
+	for _, i := range []int{0, 1, 2, 3, 4} {
+		fw.w.host(fw.names[i]).dep.failDeploy = 1 << 20
+	}
+	f := fw.fleet()
+	if _, err := f.Create(context.Background(), fw.spec); err != nil {
+		t.Fatal(err)
+	}
+	rng := mrand.New(mrand.NewPCG(3, 4))
+	m := fw.run(t, rng, 0, testBase.AddDate(0, 0, 1), nil)
+	if m.Status != MigrationHalted || m.Failures != 3 {
+		t.Fatalf("status %s, %d failures (%s), want halted at 3", m.Status, m.Failures, phaseCounts(m))
+	}
+	if n := len(fw.deploys); n != 3 {
+		t.Errorf("%d deploys attempted, want 3 (then halted)", n)
+	}
+	// Halted is not stuck: runs report it and deploy nothing.
+	before := len(fw.deploys)
+	fw.w.advance(time.Hour)
+	if m, _ = f.Advance(context.Background(), "fleet"); m.Status != MigrationHalted || len(fw.deploys) != before {
+		t.Errorf("a run of a halted migration deployed (%d → %d) or changed its status to %s", before, len(fw.deploys), m.Status)
+	}
+	for _, i := range []int{0, 1, 2, 3, 4} {
+		fw.w.host(fw.names[i]).dep.failDeploy = 0
+	}
+	if _, err := f.Resume(context.Background(), "fleet"); err != nil {
+		t.Fatal(err)
+	}
+	m = fw.run(t, rng, 0, testBase.AddDate(0, 0, 2), nil)
+	assertClean(t, fw.w, fw.store)
+	fw.assertHosts(t, m)
+	if m.Status != MigrationDone {
+		t.Errorf("after resume: status %s (%s), want done", m.Status, phaseCounts(m))
+	}
+}
+
+// TestFleetAbortHalfway: abort once some hosts are done: the others are
+// rolled back to the RRset they had, the deployed ones are consistent.
+func TestFleetAbortHalfway(t *testing.T) {
+	for _, crashEvery := range []int{0, 150} {
+		t.Run(fmt.Sprintf("crash%d", crashEvery), func(t *testing.T) {
+			fw := newFleetWorld(t, fleetOpts{hosts: 12, parallel: 2, failures: 2, windows: []string{"daily 02:00-02:20 UTC"},
+				delays: []time.Duration{0, 3 * time.Minute}, ttl: 600})
+			f := fw.fleet()
+			if _, err := f.Create(context.Background(), fw.spec); err != nil {
+				t.Fatal(err)
+			}
+			rng := mrand.New(mrand.NewPCG(5, uint64(crashEvery)))
+			stop := testBase.Add(14*time.Hour + 10*time.Minute) // inside the first window
+			m := fw.run(t, rng, crashEvery, stop, nil)
+			done := m.Counts()[PhaseDone]
+			if done == 0 || done == 12 {
+				t.Fatalf("at the abort: %s, want some hosts done and some not", phaseCounts(m))
+			}
+			for {
+				var err error
+				cs := catchCrash(func() { m, err = f.Abort(context.Background(), "fleet") })
+				if cs == nil && err == nil {
+					break
+				}
+				if cs == nil {
+					t.Fatalf("abort: %v", err)
+				}
+				f = fw.fleet()
+				fw.c.at = fw.c.n + 1 + rng.IntN(crashEvery)
+			}
+			fw.c.at = 0
+			fw.w.advance(time.Hour)
+			assertClean(t, fw.w, fw.store)
+			if m.Status != MigrationAborted {
+				t.Fatalf("status %s, want aborted", m.Status)
+			}
+			c := m.Counts()
+			if c[PhaseDone]+c[PhaseRolledBack] != 12 || c[PhaseDone] < done {
+				t.Errorf("after abort: %s, want the %d done hosts done and the rest rolled back", phaseCounts(m), done)
+			}
+			fw.assertHosts(t, m)
+			if cs := catchCrash(func() { _, _ = f.Advance(context.Background(), "fleet") }); cs != nil || len(fw.w.violations) > 0 {
+				t.Error("a run after the abort acted")
+			}
+		})
+	}
+}
+
+// TestFleetCrashEveryBoundary: a small fleet (4 hosts, 3 zones) crashed at
+// every call boundary of a clean run in turn, each time resumed by a new
+// process to the end.
+func TestFleetCrashEveryBoundary(t *testing.T) {
+	clean := newFleetWorld(t, fleetOpts{hosts: 4, parallel: 2, failures: 1, canary: true, delays: []time.Duration{0, 20 * time.Second}, ttl: 300})
+	if _, err := clean.fleet().Create(context.Background(), clean.spec); err != nil {
+		t.Fatal(err)
+	}
+	rng := mrand.New(mrand.NewPCG(7, 8))
+	m := clean.run(t, rng, 0, testBase.AddDate(0, 0, 1), nil)
+	if m.Status != MigrationDone {
+		t.Fatalf("clean run: %s", phaseCounts(m))
+	}
+	boundaries := clean.c.n
+	step := 1
+	if testing.Short() {
+		step = 7
+	}
+	for at := 1; at <= boundaries; at += step {
+		fw := newFleetWorld(t, fleetOpts{hosts: 4, parallel: 2, failures: 1, canary: true, delays: []time.Duration{0, 20 * time.Second}, ttl: 300})
+		f := fw.fleet()
+		if _, err := f.Create(context.Background(), fw.spec); err != nil {
+			t.Fatal(err)
+		}
+		fw.c.at = at
+		m := fw.run(t, mrand.New(mrand.NewPCG(7, 8)), 0, testBase.AddDate(0, 0, 1), nil)
+		if len(fw.w.violations) > 0 || len(fw.store.violations) > 0 || m.Status != MigrationDone {
+			t.Errorf("crash at boundary %d (%s): status %s (%s)", at, fw.c.points[min(at, len(fw.c.points))-1], m.Status, phaseCounts(m))
+			assertClean(t, fw.w, fw.store)
+			return
+		}
+		fw.assertHosts(t, m)
+	}
+	t.Logf("%d boundaries crashed at", boundaries)
+}
+
+// TestFleetPlan: the dry run's schedule: one TTL wait for every host, the
+// canary first, max_parallel lanes inside the windows, and advice when the
+// deadline is missed.
+func TestFleetPlan(t *testing.T) {
+	fw := newFleetWorld(t, fleetOpts{hosts: 9, parallel: 2, failures: 1, canary: true, windows: []string{"Mon-Fri 02:00-03:00 UTC"},
+		delays: []time.Duration{0}, ttl: 3600})
+	fw.spec.DeployEstimate = Duration(20 * time.Minute)
+	f := fw.fleet()
+	now := testBase // Monday 12:00 UTC
+	p, err := f.Plan(context.Background(), fw.spec, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := now.Add(transientWait + time.Hour + 30*time.Second); !p.WaitUntil.Equal(want) {
+		t.Errorf("wait until %s, want %s", p.WaitUntil, want)
+	}
+	if p.Batches != 3 {
+		t.Errorf("%d batches, want 3", p.Batches)
+	}
+	tue2 := time.Date(2026, 6, 2, 2, 0, 0, 0, time.UTC)
+	var canary PlannedHost
+	starts := map[time.Time]int{}
+	for _, h := range p.Hosts {
+		if len(h.Publish) != 1 || len(h.Retire) != 1 {
+			t.Errorf("%s: publish %v retire %v", h.Host, h.Publish, h.Retire)
+		}
+		if h.Canary {
+			canary = h
+			continue
+		}
+		starts[h.Deploy]++
+	}
+	if !canary.Deploy.Equal(tue2) {
+		t.Errorf("canary deploys %s, want %s", canary.Deploy, tue2)
+	}
+	// 8 others, 2 lanes, 20 minutes each, after the canary: 02:20, 02:40
+	// on Tuesday, then 02:00, 02:20, 02:40 on Wednesday (a start must be
+	// inside a window).
+	want := map[time.Time]int{tue2.Add(20 * time.Minute): 2, tue2.Add(40 * time.Minute): 2,
+		tue2.AddDate(0, 0, 1): 2, tue2.AddDate(0, 0, 1).Add(20 * time.Minute): 2}
+	for at, n := range want {
+		if starts[at] != n {
+			t.Errorf("%d deploys at %s, want %d (all: %v)", starts[at], at, n, starts)
+		}
+	}
+	if !p.MeetsDeadline {
+		t.Error("no deadline, but not met")
+	}
+	fw.spec.Deadline = tue2.Add(time.Hour)
+	if p, err = f.Plan(context.Background(), fw.spec, now); err != nil {
+		t.Fatal(err)
+	}
+	if p.MeetsDeadline || len(p.Advice) == 0 || !strings.Contains(strings.Join(p.Advice, "; "), "max_parallel = 4") {
+		t.Errorf("deadline Tuesday 03:00: meets %v, advice %q; want missed, max_parallel = 4 advised", p.MeetsDeadline, p.Advice)
+	}
+	if got := fw.w.hosts[0].dns.sets; got != 0 {
+		t.Errorf("plan changed DNS (%d sets)", got)
+	}
+}
+
+// TestFleetCreateRefuses: bad specs, a duplicate name, a host in another
+// unfinished migration.
+func TestFleetCreateRefuses(t *testing.T) {
+	fw := newFleetWorld(t, fleetOpts{hosts: 3, parallel: 1, failures: 1, delays: []time.Duration{0}, ttl: 300})
+	f := fw.fleet()
+	p := getPKI(t)
+	leafPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.old.cert.Raw}))
+	for _, tc := range []struct {
+		name string
+		mod  func(s *MigrationSpec)
+		want string
+	}{
+		{"bad name", func(s *MigrationSpec) { s.Name = "../x" }, "invalid migration name"},
+		{"no hosts", func(s *MigrationSpec) { s.Hosts = nil }, "names no host"},
+		{"twice", func(s *MigrationSpec) { s.Hosts = append(s.Hosts, s.Hosts[0]) }, "twice"},
+		{"leaf as CA", func(s *MigrationSpec) { s.NewCAPEM = []string{leafPEM} }, "is not a CA certificate"},
+		{"bad window", func(s *MigrationSpec) { s.Windows = []string{"Mon 2-5"} }, "window"},
+		{"canary elsewhere", func(s *MigrationSpec) { s.Canary = "mx99.example.net" }, "not one of its hosts"},
+	} {
+		spec := fw.spec
+		spec.Hosts = slices.Clone(spec.Hosts)
+		tc.mod(&spec)
+		if _, err := f.Create(context.Background(), spec); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	if _, err := f.Create(context.Background(), fw.spec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Create(context.Background(), fw.spec); err == nil || !strings.Contains(err.Error(), "exists already") {
+		t.Errorf("second create: %v", err)
+	}
+	other := fw.spec
+	other.Name = "other"
+	if _, err := f.Create(context.Background(), other); err == nil || !strings.Contains(err.Error(), "has not finished") {
+		t.Errorf("overlapping create: %v", err)
+	}
+}
+
+// The certificates of the fleet hosts are what fleetSource serves; keep the
+// helper honest.
+func TestFleetLeavesMatch(t *testing.T) {
+	p := getPKI(t)
+	for name, pair := range getFleetLeaves(t) {
+		chain := pair[1].chain
+		if !tlsa.Match(chain, []tlsa.Record{ta211(p.ca2.inter)}, tlsa.MatchOptions{Names: []string{name}, Now: testBase}).Matched() {
+			t.Fatalf("%s: new leaf does not match the new CA's 2 1 1", name)
+		}
+		var _ *x509.Certificate = chain[0]
+	}
+}
