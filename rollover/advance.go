@@ -20,20 +20,28 @@ type Outcome struct {
 // returns. It stops when the rollover is done, when a step must wait (TTL,
 // material, an RRset that is not aged yet), or at the first error (recorded
 // in the state; a later run retries). Every step observes the world first.
+//
+// A rollover a fleet migration started (State.Migration) stops before its
+// deploy: the migration's schedule (windows, max_parallel, canary) decides
+// when it deploys, not whoever calls Advance (a hook, `rollover run`).
 func (e *Engine) Advance(ctx context.Context, host string) (Outcome, error) {
-	return e.AdvanceTo(ctx, host, "")
+	return e.advance(ctx, host, "", false)
 }
 
-// AdvanceTo is Advance that stops, waiting, when the rollover reaches step
-// stop (before running it; "" never stops): a fleet migration holds its
-// hosts before the deploy until the schedule gives them a slot. Waits and
-// step-back checks before stop run as in Advance.
-func (e *Engine) AdvanceTo(ctx context.Context, host string, stop StepKind) (Outcome, error) {
+// advance is Advance that stops, waiting, when the rollover reaches step
+// stop (before running it; "" never stops). byFleet: the fleet migration
+// the rollover belongs to runs it, so it is not held for the schedule.
+// Waits and step-back checks before stop run as in Advance.
+func (e *Engine) advance(ctx context.Context, host string, stop StepKind, byFleet bool) (Outcome, error) {
 	st, unlock, err := e.loadLocked(ctx, host)
 	if err != nil {
 		return Outcome{}, err
 	}
 	defer unlock()
+	held := "held for the migration's schedule"
+	if st.Migration != "" && !byFleet && stop == "" {
+		stop, held = StepDeploy, fmt.Sprintf("the deploy is scheduled by migration %s (tlsactl migration status %s)", st.Migration, st.Migration)
+	}
 	host = st.Host
 	t, err := e.Target(host)
 	if err != nil {
@@ -67,7 +75,7 @@ func (e *Engine) AdvanceTo(ctx context.Context, host string, stop StepKind) (Out
 			if err := e.Store.Save(st); err != nil {
 				return Outcome{State: st}, err
 			}
-			return Outcome{State: st, Waiting: true, Reason: fmt.Sprintf("%s: held for the migration's schedule", step)}, nil
+			return Outcome{State: st, Waiting: true, Reason: fmt.Sprintf("%s: %s", step, held)}, nil
 		}
 		if step == StepDone {
 			st.Status = StatusDone

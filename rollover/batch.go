@@ -23,14 +23,21 @@ import (
 // that failed, by host; a failed provider call fails every host of its
 // batch and changes none of them.
 func (e *Engine) PublishBatch(ctx context.Context, hosts []string) map[string]error {
+	return e.publishBatch(ctx, hosts, 8)
+}
+
+// batchJob is one host's part of a batch.
+type batchJob struct {
+	host  string
+	st    *State
+	batch BatchDNS
+	rs    RRSet
+	step  StepKind
+}
+
+// publishBatch is PublishBatch preparing up to workers hosts at once.
+func (e *Engine) publishBatch(ctx context.Context, hosts []string, workers int) map[string]error {
 	errs := map[string]error{}
-	type job struct {
-		host  string
-		st    *State
-		batch BatchDNS
-		rs    RRSet
-		step  StepKind
-	}
 	norm := make([]string, 0, len(hosts))
 	for _, h := range hosts {
 		n, err := normHost(h)
@@ -40,43 +47,41 @@ func (e *Engine) PublishBatch(ctx context.Context, hosts []string) map[string]er
 		}
 		norm = append(norm, n)
 	}
-	slices.Sort(norm) // one lock order for every process
+	slices.Sort(norm)
 	norm = slices.Compact(norm)
-	groups := map[string][]*job{}
+	// Prepare every host (lock, observe, check, record the intent); the
+	// locks are held until the batch's provider call is made.
+	jobs := make([]*batchJob, len(norm))
+	fails := make([]error, len(norm))
+	unlocks := make([]func(), len(norm))
+	idx := make([]int, len(norm))
+	for i := range idx {
+		idx[i] = i
+	}
+	defer func() {
+		for _, u := range unlocks {
+			if u != nil {
+				u()
+			}
+		}
+	}()
+	each(idx, workers, func(i int) {
+		jobs[i], unlocks[i], fails[i] = e.prepareBatch(ctx, norm[i])
+	})
+	groups := map[string][]*batchJob{}
 	var keys []string
-	for _, host := range norm {
-		st, unlock, err := e.loadLocked(ctx, host)
-		if err != nil {
-			errs[host] = err
+	for i, j := range jobs {
+		if fails[i] != nil {
+			errs[norm[i]] = fails[i]
+		}
+		if j == nil {
 			continue
 		}
-		defer unlock()
-		step := st.CurrentStep()
-		if st.Status != StatusActive || (step != StepPublishTA && step != StepPublishNext) || e.now().Before(st.NotBefore) {
-			continue
-		}
-		t, err := e.Target(host)
-		if err != nil {
-			errs[host] = err
-			continue
-		}
-		b, ok := t.DNS.(BatchDNS)
-		if !ok || b.BatchKey() == "" || t.DNS.Owner() != st.Owner {
-			continue
-		}
-		rs, change, err := e.preparePublish(ctx, st, t, step, func(cur []tlsa.Record) []tlsa.Record { return cumulative(st, cur) })
-		if err != nil {
-			errs[host] = e.batchFailed(st, step, err)
-			continue
-		}
-		if !change {
-			continue // made already, or nothing to make: Advance confirms
-		}
-		k := b.BatchKey()
+		k := j.batch.BatchKey()
 		if _, seen := groups[k]; !seen {
 			keys = append(keys, k)
 		}
-		groups[k] = append(groups[k], &job{host: host, st: st, batch: b, rs: *rs, step: step})
+		groups[k] = append(groups[k], j)
 	}
 	for _, k := range keys {
 		jobs := groups[k]
@@ -114,6 +119,42 @@ func (e *Engine) PublishBatch(ctx context.Context, hosts []string) map[string]er
 		}
 	}
 	return errs
+}
+
+// prepareBatch locks host and prepares its publication for a batch: nil
+// job when the host has nothing to publish now or cannot batch (its lock
+// is then released), else the job and the unlock to call after the
+// provider call.
+func (e *Engine) prepareBatch(ctx context.Context, host string) (job *batchJob, _ func(), err error) {
+	st, unlock, err := e.loadLocked(ctx, host)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if job == nil { // also when a panic unwinds: never leak the lock
+			unlock()
+		}
+	}()
+	step := st.CurrentStep()
+	if st.Status != StatusActive || (step != StepPublishTA && step != StepPublishNext) || e.now().Before(st.NotBefore) {
+		return nil, nil, nil
+	}
+	t, err := e.Target(host)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, ok := t.DNS.(BatchDNS)
+	if !ok || b.BatchKey() == "" || t.DNS.Owner() != st.Owner {
+		return nil, nil, nil
+	}
+	rs, change, err := e.preparePublish(ctx, st, t, step, func(cur []tlsa.Record) []tlsa.Record { return cumulative(st, cur) })
+	if err != nil {
+		return nil, nil, e.batchFailed(st, step, err)
+	}
+	if !change {
+		return nil, nil, nil // made already, or nothing to make: Advance confirms
+	}
+	return &batchJob{host: host, st: st, batch: b, rs: *rs, step: step}, unlock, nil
 }
 
 // batchFailed records err in st as a failed Advance would and returns it.

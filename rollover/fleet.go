@@ -77,6 +77,10 @@ type MigrationSpec struct {
 	Canary string `json:"canary,omitempty"`
 	// DeployEstimate is how long one host's deploy takes, for plan.
 	DeployEstimate Duration `json:"deploy_estimate,omitempty"`
+	// Poll is how soon a run looks again for certificates that have not
+	// arrived and retries a host whose step failed (0: Fleet.Poll, else
+	// one minute).
+	Poll Duration `json:"poll,omitempty"`
 	// Source says where certificates come from, for the caller's
 	// CertSource ("kind" = "dir", "acme" or "hook", and its settings);
 	// the engine does not read it.
@@ -168,8 +172,7 @@ type Fleet struct {
 	// at once (0: 8; 1 makes a run sequential, as tests want). Deploys are
 	// bounded by the migration's MaxParallel.
 	Workers int
-	// Poll is how soon a run looks again for certificates that have not
-	// arrived and retries a host whose step failed (0: one minute).
+	// Poll is the default of MigrationSpec.Poll (0: one minute).
 	Poll time.Duration
 }
 

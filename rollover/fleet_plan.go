@@ -97,6 +97,9 @@ func (f *Fleet) Plan(ctx context.Context, spec MigrationSpec, now time.Time) (*M
 		}
 	}
 	p.Batches = len(batches)
+	if len(batches) == 0 {
+		return p, nil // no host can take part: no times to give
+	}
 	p.WaitUntil = start.Add(transientWait + time.Duration(p.MaxTTL)*time.Second + time.Duration(spec.Margin))
 	p.Finish = schedulePlan(p, spec, windows, spec.MaxParallel, p.WaitUntil, true)
 	p.MeetsDeadline = spec.Deadline.IsZero() || !p.Finish.After(spec.Deadline)

@@ -14,8 +14,13 @@ import (
 	"github.com/tlsactl/tlsactl/rollover/schedule"
 )
 
-func (f *Fleet) poll() time.Duration {
-	if f.Poll > 0 {
+// poll is how soon the migration looks again for what it cannot know the
+// time of: a certificate that has not arrived, a step that failed.
+func (f *Fleet) poll(m *Migration) time.Duration {
+	switch {
+	case m.Spec.Poll > 0:
+		return time.Duration(m.Spec.Poll)
+	case f.Poll > 0:
 		return f.Poll
 	}
 	return time.Minute
@@ -365,7 +370,7 @@ func (f *Fleet) startHosts(ctx context.Context, m *Migration) {
 			return
 		}
 		st, err := f.Engine.Start(ctx, StartRequest{Host: h.Host, Port: h.Port, Plan: PlanCAMigration, NewCAs: cas,
-			TTL: m.Spec.TTL, Margin: time.Duration(m.Spec.Margin)})
+			TTL: m.Spec.TTL, Margin: time.Duration(m.Spec.Margin), Migration: m.Spec.Name})
 		res[i] = result{st: st, err: err}
 	})
 	now := f.now()
@@ -384,7 +389,7 @@ func (f *Fleet) startHosts(ctx context.Context, m *Migration) {
 // adopt reports whether an active rollover is this migration's own (its
 // start was not saved in the migration before a crash).
 func (f *Fleet) adopt(m *Migration, st *State) bool {
-	if st.Plan != PlanCAMigration || st.Created.Before(m.Created) {
+	if st.Plan != PlanCAMigration || st.Created.Before(m.Created) || st.Migration != m.Spec.Name {
 		return false
 	}
 	cas, err := m.Spec.newCAs()
@@ -420,7 +425,7 @@ func (f *Fleet) publishAll(ctx context.Context, m *Migration) {
 	if len(hosts) == 0 {
 		return
 	}
-	for host, err := range f.Engine.PublishBatch(ctx, hosts) {
+	for host, err := range f.Engine.publishBatch(ctx, hosts, f.workers()) {
 		if i := m.index(host); i >= 0 {
 			m.Hosts[i].Reason = bounded(err.Error())
 		}
@@ -434,7 +439,7 @@ func (f *Fleet) advanceAll(ctx context.Context, m *Migration) {
 	outs := make([]Outcome, len(m.Hosts))
 	errs := make([]error, len(m.Hosts))
 	each(idx, f.workers(), func(i int) {
-		outs[i], errs[i] = f.Engine.AdvanceTo(ctx, m.Hosts[i].Host, StepDeploy)
+		outs[i], errs[i] = f.Engine.advance(ctx, m.Hosts[i].Host, StepDeploy, true)
 	})
 	now := f.now()
 	for _, i := range idx {
@@ -450,13 +455,13 @@ func (f *Fleet) advanceAll(ctx context.Context, m *Migration) {
 func (f *Fleet) phaseFromState(m *Migration, i int, st *State, err error, now time.Time) {
 	if st == nil {
 		if err != nil {
-			m.Hosts[i].Reason, m.Hosts[i].Next = bounded(err.Error()), now.Add(f.poll())
+			m.Hosts[i].Reason, m.Hosts[i].Next = bounded(err.Error()), now.Add(f.poll(m))
 		}
 		return
 	}
 	reason, next := "", st.NotBefore
 	if err != nil {
-		reason, next = err.Error(), now.Add(f.poll())
+		reason, next = err.Error(), now.Add(f.poll(m))
 	} else if n := len(st.History); n > 0 && st.History[n-1].What == "waiting" {
 		reason = st.History[n-1].Detail
 	}
@@ -476,11 +481,11 @@ func (f *Fleet) phaseFromState(m *Migration, i int, st *State, err error, now ti
 		m.set(i, PhaseWaitTTL, orText(reason, "the RRsets without the new issuer set may still be cached"), next, now)
 	case st.Step == deployAt && st.NewEE == "":
 		if next.IsZero() || next.Before(now) {
-			next = now.Add(f.poll())
+			next = now.Add(f.poll(m))
 		}
 		m.set(i, PhaseWaitCert, orText(m.Hosts[i].Reason, "the new certificate has not arrived"), next, now)
 	case st.Step == deployAt:
-		if strings.Contains(reason, "held for the migration's schedule") {
+		if strings.Contains(reason, "held for the migration's schedule") || strings.Contains(reason, "scheduled by migration") {
 			reason = ""
 		}
 		if ph := m.Hosts[i].Phase; (ph == PhaseWaitCanary || ph == PhaseWaitWindow) && reason == "" {
@@ -556,8 +561,10 @@ func (f *Fleet) fetchAll(ctx context.Context, m *Migration) {
 	}
 }
 
-// deploy deploys the ready hosts the schedule allows now, max_parallel at
-// a time, the canary first.
+// deploy deploys the ready hosts the schedule allows now: the canary
+// alone first, then the others through max_parallel slots, each slot taking
+// the next host as soon as its deploy is over. A host starts only inside a
+// window and while the migration has not halted.
 func (f *Fleet) deploy(ctx context.Context, m *Migration) error {
 	windows, err := schedule.ParseAll(m.Spec.Windows)
 	if err != nil {
@@ -607,59 +614,61 @@ func (f *Fleet) deploy(ctx context.Context, m *Migration) error {
 			}
 			due = []int{canary}
 		}
-		group := due[:min(len(due), m.Spec.MaxParallel)]
-		for _, i := range group {
-			m.set(i, PhaseDeploying, "deploying", time.Time{}, now)
-		}
-		if err := f.Store.SaveMigration(m); err != nil {
+		progressed, err := f.deploySlots(ctx, m, due, windows)
+		if err != nil || !progressed {
 			return err
-		}
-		outs := make([]Outcome, len(m.Hosts))
-		errs := make([]error, len(m.Hosts))
-		n := len(group) // max_parallel, not Workers, bounds deploys
-		if f.Workers == 1 {
-			n = 1
-		}
-		late := make([]bool, len(m.Hosts))
-		each(group, n, func(i int) {
-			// A deploy starts inside a window (it may run past its end):
-			// the group's earlier deploys took time.
-			if len(windows) > 0 && !windows.Contains(f.now()) {
-				late[i] = true
-				return
-			}
-			outs[i], errs[i] = f.Engine.Advance(ctx, m.Hosts[i].Host)
-		})
-		now = f.now()
-		progressed := false
-		for _, i := range group {
-			st, err := outs[i].State, errs[i]
-			if late[i] {
-				start, _, _ := windows.Next(now)
-				m.set(i, PhaseWaitWindow, fmt.Sprintf("the deploy window closed; the next opens %s", start.UTC().Format(time.RFC3339)), start, now)
-				continue
-			}
-			if st != nil && st.CurrentStep() == StepDeploy && st.Status == StatusActive && err != nil {
-				m.hold(i, "deploy failed: "+err.Error()+" (files restored; fix it, then `tlsactl migration resume "+m.Spec.Name+"`)", true, now)
-				progressed = true
-				continue
-			}
-			f.phaseFromState(m, i, st, err, now)
-			if m.Hosts[i].Phase != PhaseReady {
-				progressed = true
-			}
-		}
-		if m.Failures >= m.Spec.MaxFailures && m.Status == MigrationActive {
-			m.Status = MigrationHalted
-			m.event(now, "", "halted", fmt.Sprintf("%d hosts failed (max_failures %d): no more deploys until `tlsactl migration resume %s`", m.Failures, m.Spec.MaxFailures, m.Spec.Name))
-		}
-		if err := f.Store.SaveMigration(m); err != nil {
-			return err
-		}
-		if !progressed {
-			return nil
 		}
 	}
+}
+
+// deploySlots deploys the hosts due through max_parallel slots (one when
+// the fleet runs sequentially) and reports whether any host moved on.
+func (f *Fleet) deploySlots(ctx context.Context, m *Migration, due []int, windows schedule.Windows) (bool, error) {
+	n := m.Spec.MaxParallel // max_parallel, not Workers, bounds deploys
+	if f.Workers == 1 {
+		n = 1
+	}
+	var mu sync.Mutex // guards m from the slots
+	var saveErr error
+	progressed := false
+	each(due, min(n, len(due)), func(i int) {
+		mu.Lock()
+		now := f.now()
+		switch {
+		case m.Status != MigrationActive:
+			mu.Unlock()
+			return // halted by a failure in another slot
+		case len(windows) > 0 && !windows.Contains(now):
+			// A deploy starts inside a window (it may run past its end).
+			start, _, _ := windows.Next(now)
+			m.set(i, PhaseWaitWindow, fmt.Sprintf("the deploy window closed; the next opens %s", start.UTC().Format(time.RFC3339)), start, now)
+			mu.Unlock()
+			return
+		}
+		m.set(i, PhaseDeploying, "deploying", time.Time{}, now)
+		saveErr = errors.Join(saveErr, f.Store.SaveMigration(m))
+		mu.Unlock()
+
+		out, err := f.Engine.advance(ctx, m.Hosts[i].Host, "", true)
+
+		mu.Lock()
+		defer mu.Unlock()
+		now = f.now()
+		st := out.State
+		if st != nil && st.CurrentStep() == StepDeploy && st.Status == StatusActive && err != nil {
+			m.hold(i, "deploy failed: "+err.Error()+" (files restored; fix it, then `tlsactl migration resume "+m.Spec.Name+"`)", true, now)
+			progressed = true
+			if m.Failures >= m.Spec.MaxFailures && m.Status == MigrationActive {
+				m.Status = MigrationHalted
+				m.event(now, "", "halted", fmt.Sprintf("%d hosts failed (max_failures %d): no more deploys until `tlsactl migration resume %s`", m.Failures, m.Spec.MaxFailures, m.Spec.Name))
+			}
+		} else {
+			f.phaseFromState(m, i, st, err, now)
+			progressed = progressed || m.Hosts[i].Phase != PhaseReady
+		}
+		saveErr = errors.Join(saveErr, f.Store.SaveMigration(m))
+	})
+	return progressed, saveErr
 }
 
 // deployedSomewhere reports whether an address of the host serves the
@@ -813,7 +822,7 @@ func (f *Fleet) Abort(ctx context.Context, name string) (*Migration, error) {
 			return
 		}
 		if st.Status == StatusActive {
-			out, err := f.Engine.Advance(ctx, host)
+			out, err := f.Engine.advance(ctx, host, "", true)
 			states[i], errs[i] = out.State, err
 			return
 		}

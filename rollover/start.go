@@ -37,6 +37,9 @@ type StartRequest struct {
 	// Force (publish only) skips the check that the new RRset matches what
 	// the host serves.
 	Force bool
+	// Migration names the fleet migration starting it (see
+	// State.Migration).
+	Migration string
 }
 
 // Start creates the rollover state for a host after checking that the host is
@@ -182,6 +185,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (*State, error) {
 	st.History = append(st.History, Event{At: now, Step: st.CurrentStep(), What: "started",
 		Detail: fmt.Sprintf("%s rollover of %s; RRset %s", req.Plan, st.Owner, abbrev(recordTexts(cur.Records)))})
 	st.Force = req.Force && req.Plan == PlanPublish
+	st.Migration = req.Migration
 	if err := e.Store.Save(st); err != nil {
 		return nil, err
 	}

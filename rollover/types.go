@@ -178,6 +178,9 @@ type State struct {
 	// Force (publish only): the new RRset is not checked against the
 	// served chain.
 	Force bool `json:"force,omitempty"`
+	// Migration names the fleet migration that started this rollover: its
+	// schedule decides when the deploy happens (Advance stops before it).
+	Migration string `json:"migration,omitempty"`
 	// Peers are the other hosts on the same deploy target (shared key and
 	// chain files or addresses): every deploy is checked against their
 	// ledgers too.

@@ -555,6 +555,8 @@ func hookAdvance(ctx context.Context, env *rolloverEnv, h *config.Host, plan rol
 	if out.Waiting {
 		var why string
 		switch {
+		case st.Migration != "" && st.CurrentStep() == rollover.StepDeploy && st.NotBefore.IsZero():
+			why = fmt.Sprintf("%s is in migration %s, whose schedule (deploy windows, max_parallel, canary) deploys it; see 'tlsactl migration status %s'", h.Name, st.Migration, st.Migration)
 		case st.Plan == rollover.PlanCAMigration:
 			why = fmt.Sprintf("its CA is new to DANE: the CA's 2 1 1 is published and the certificate may be served only once that record is in every cache (TTL %ds + margin)", st.TTL)
 		case st.Plan == rollover.PlanKeyPrepublish:

@@ -331,6 +331,7 @@ max_parallel = %d
 max_failures = 2
 ttl = %d
 margin = %q
+poll = "1s"
 
 [source]
 kind = "dir"
@@ -756,8 +757,8 @@ func (f *fleetBed) checkFleet(fr fleetRun, newCA *testbed.Chain) fleetResult {
 		t.Errorf("the fleet took %s, more than TTL + margin + %d × %s + 5 s = %s", res.fleet, rounds, maxSlot, res.bound)
 	}
 	// A late host is taken at the migration's next look for certificates
-	// (rollover.Fleet.Poll: one minute by default) and then deploys at once.
-	const certPoll = time.Minute
+	// (poll = "1s" in the migration file) and then deploys at once.
+	const certPoll = time.Second
 	for _, l := range late {
 		took := l.to.Sub(l.from)
 		t.Logf("late %s: certificate dropped at %s, done %s later", l.host, sfClock(l.from), took.Round(time.Millisecond))
@@ -878,13 +879,9 @@ func (f *fleetBed) singleMigrations(hosts []*fleetHost, caFile string) []time.Du
 // added record.
 func TestFleetMigrationE2E(t *testing.T) {
 	t.Parallel()
-	// No late certificates here (fleetOpts.late): a host that waits for
-	// its certificate is looked at again only after the fleet's poll
-	// interval (rollover.Fleet.Poll, one minute, not settable from the
-	// CLI), which `migration run --wait` sleeps through; with late: []int{19,
-	// 20} the test checks the waiting-certificate phase and takes a poll
-	// longer.
-	f := newFleetBed(t, fleetOpts{postfix: []int{5, 16}, failing: 7, sample: []int{1, 5, 7, 16}, timeout: 4 * time.Minute})
+	// mx19 and mx20 get their certificates late: dropped once they wait
+	// for them (the migration looks again every poll = 1 s).
+	f := newFleetBed(t, fleetOpts{postfix: []int{5, 16}, failing: 7, late: []int{19, 20}, sample: []int{1, 5, 7, 16}, timeout: 4 * time.Minute})
 	var start time.Time
 	var probes map[string]int
 	var fingers int

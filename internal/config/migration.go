@@ -78,7 +78,10 @@ type Migration struct {
 	TTL            uint32 // 0: each host's current TTL
 	Margin         time.Duration
 	DeployEstimate time.Duration
-	Source         MigrationSource
+	// Poll is how soon a run looks again for a certificate that has not
+	// arrived (0: the engine's default, one minute).
+	Poll   time.Duration
+	Source MigrationSource
 }
 
 // MigrationSource is the [source] table: where the new certificates come
@@ -169,7 +172,7 @@ func (m *Migration) Spec() rollover.MigrationSpec {
 		Name: m.Name, File: m.File, TTL: m.TTL,
 		Margin: rollover.Duration(m.Margin), NotBefore: m.NotBefore, Deadline: m.Deadline,
 		Windows: windowStrings(m.Windows), MaxParallel: m.MaxParallel, MaxFailures: m.MaxFailures,
-		Canary: m.Canary, DeployEstimate: rollover.Duration(m.DeployEstimate), Source: m.Source.Map(),
+		Canary: m.Canary, DeployEstimate: rollover.Duration(m.DeployEstimate), Poll: rollover.Duration(m.Poll), Source: m.Source.Map(),
 	}
 	for _, h := range m.Hosts {
 		s.Hosts = append(s.Hosts, rollover.MigrationHost{Host: h.Name, Port: h.Port})
@@ -195,6 +198,7 @@ type migrationFile struct {
 	TTL            *int64           `toml:"ttl"`
 	Margin         *Duration        `toml:"margin"`
 	DeployEstimate *Duration        `toml:"deploy_estimate"`
+	Poll           *Duration        `toml:"poll"`
 	Source         *migrationSource `toml:"source"`
 }
 
@@ -436,6 +440,12 @@ func parseMigration(b []byte, file string, cfg *Config, now time.Time) (*Migrati
 			return nil, nil, fail("deploy_estimate", "0 is not an estimate: give how long one deploy takes, e.g. \"2m\"")
 		}
 		m.DeployEstimate = f.DeployEstimate.Duration
+	}
+	if f.Poll != nil {
+		if f.Poll.Duration < time.Second {
+			return nil, nil, fail("poll", "give how often to look for certificates that have not arrived, at least \"1s\", e.g. \"1m\"")
+		}
+		m.Poll = f.Poll.Duration
 	}
 
 	// Where the certificates come from.
