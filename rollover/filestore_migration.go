@@ -52,7 +52,7 @@ func (store *FileStore) LockMigration(ctx context.Context, name string) (func() 
 	f, err := store.lockFile(ctx, p)
 	if errors.Is(err, errBusy) {
 		f.Close()
-		return nil, fmt.Errorf("%w: migration %s: lock %s", ErrLocked, name, p)
+		return nil, &migrationLocked{name: name, path: p}
 	} else if err != nil {
 		return nil, fmt.Errorf("rollover: lock migration %s: %w", name, err)
 	}
@@ -65,6 +65,15 @@ func (store *FileStore) LockMigration(ctx context.Context, name string) (func() 
 		return err
 	}, nil
 }
+
+// migrationLocked is ErrLocked for a migration's lock.
+type migrationLocked struct{ name, path string }
+
+func (e *migrationLocked) Error() string {
+	return fmt.Sprintf("another tlsactl process is advancing migration %s (lock %s)", e.name, e.path)
+}
+
+func (e *migrationLocked) Unwrap() error { return ErrLocked }
 
 // LoadMigration reads a migration. A missing file is ErrNoMigration; a file
 // that does not parse or has a newer format is an error naming it.

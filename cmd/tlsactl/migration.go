@@ -497,6 +497,12 @@ func advanceMigrations(ctx context.Context, c *cli.Context, env *rolloverEnv, na
 			if after != nil {
 				m = after
 			}
+			if errors.Is(err, rollover.ErrLocked) && after == nil {
+				// Another runner (a `--wait` loop, the timer) is in a
+				// pass: it advances the migration; this one skips it.
+				fmt.Fprintf(c.App.Writer, "migration %s: skipped, another tlsactl process is advancing it now\n", n)
+				err = nil
+			}
 			if err != nil {
 				pass.errors++
 				fmt.Fprintf(c.App.ErrWriter, "tlsactl: migration %s: %s\n", n, oneLine(err.Error()))
