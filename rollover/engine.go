@@ -74,13 +74,19 @@ const transientWait = 5 * time.Second
 func (e *Engine) now() time.Time { return e.Clock.Now() }
 
 func (e *Engine) lock(ctx context.Context, host string) (func(), error) {
+	return e.lockWith(ctx, host, e.Store.Lock)
+}
+
+// lockWith takes a lock with take, waiting at most LockWait (5 s when
+// unset) for another holder.
+func (e *Engine) lockWith(ctx context.Context, name string, take func(context.Context, string) (func() error, error)) (func(), error) {
 	wait := e.LockWait
 	if wait <= 0 {
 		wait = 5 * time.Second
 	}
 	lctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	unlock, err := e.Store.Lock(lctx, host)
+	unlock, err := take(lctx, name)
 	if err != nil {
 		return nil, err
 	}

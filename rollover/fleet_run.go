@@ -99,17 +99,22 @@ func (s *MigrationSpec) check() error {
 func (f *Fleet) now() time.Time { return f.Engine.now() }
 
 func (f *Fleet) lock(ctx context.Context, name string) (func(), error) {
-	wait := f.Engine.LockWait
-	if wait <= 0 {
-		wait = 5 * time.Second
-	}
-	lctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	unlock, err := f.Store.LockMigration(lctx, name)
+	return f.Engine.lockWith(ctx, name, f.Store.LockMigration)
+}
+
+// loadLocked takes the migration's lock and loads it: lock → reload → act,
+// as for a host's rollover.
+func (f *Fleet) loadLocked(ctx context.Context, name string) (*Migration, func(), error) {
+	unlock, err := f.lock(ctx, name)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return func() { _ = unlock() }, nil
+	m, err := f.Store.LoadMigration(name)
+	if err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return m, unlock, nil
 }
 
 // Create validates spec and stores a new migration with every host
@@ -220,6 +225,14 @@ func (m *Migration) set(i int, phase HostPhase, reason string, next, now time.Ti
 	}
 }
 
+// checkHalt halts the migration once max_failures hosts failed.
+func (m *Migration) checkHalt(now time.Time) {
+	if m.Failures >= m.Spec.MaxFailures && m.Status == MigrationActive {
+		m.Status = MigrationHalted
+		m.event(now, "", "halted", fmt.Sprintf("%d hosts failed (max_failures %d): no more deploys until `tlsactl migration resume %s`", m.Failures, m.Spec.MaxFailures, m.Spec.Name))
+	}
+}
+
 // hold stops host i with reason; failed counts it towards max_failures.
 func (m *Migration) hold(i int, reason string, failed bool, now time.Time) {
 	m.set(i, PhaseHeld, reason, time.Time{}, now)
@@ -285,15 +298,11 @@ func (f *Fleet) workers() int {
 // hosts before their deploy still publish and wait). Every host step is an
 // ordinary rollover step, so a crash anywhere resumes at the next run.
 func (f *Fleet) Advance(ctx context.Context, name string) (*Migration, error) {
-	unlock, err := f.lock(ctx, name)
+	m, unlock, err := f.loadLocked(ctx, name)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	m, err := f.Store.LoadMigration(name)
-	if err != nil {
-		return nil, err
-	}
 	if m.Status != MigrationActive && m.Status != MigrationHalted {
 		return m, nil
 	}
@@ -309,6 +318,7 @@ func (f *Fleet) Advance(ctx context.Context, name string) (*Migration, error) {
 	}
 	var errs []error
 	f.startHosts(ctx, m)
+	m.checkHalt(f.now())
 	f.Engine.fail("fleet:started")
 	if err := f.Store.SaveMigration(m); err != nil {
 		return m, err
@@ -658,10 +668,7 @@ func (f *Fleet) deploySlots(ctx context.Context, m *Migration, due []int, window
 		if st != nil && st.CurrentStep() == StepDeploy && st.Status == StatusActive && err != nil {
 			m.hold(i, "deploy failed: "+err.Error()+" (files restored; fix it, then `tlsactl migration resume "+m.Spec.Name+"`)", true, now)
 			progressed = true
-			if m.Failures >= m.Spec.MaxFailures && m.Status == MigrationActive {
-				m.Status = MigrationHalted
-				m.event(now, "", "halted", fmt.Sprintf("%d hosts failed (max_failures %d): no more deploys until `tlsactl migration resume %s`", m.Failures, m.Spec.MaxFailures, m.Spec.Name))
-			}
+			m.checkHalt(now)
 		} else {
 			f.phaseFromState(m, i, st, err, now)
 			progressed = progressed || m.Hosts[i].Phase != PhaseReady
@@ -756,15 +763,11 @@ func (f *Fleet) Resume(ctx context.Context, name string) (*Migration, error) {
 }
 
 func (f *Fleet) update(ctx context.Context, name string, fn func(*Migration, time.Time) error) (*Migration, error) {
-	unlock, err := f.lock(ctx, name)
+	m, unlock, err := f.loadLocked(ctx, name)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	m, err := f.Store.LoadMigration(name)
-	if err != nil {
-		return nil, err
-	}
 	now := f.now()
 	if err := fn(m, now); err != nil {
 		return m, err
@@ -780,15 +783,11 @@ func (f *Fleet) update(ctx context.Context, name string, fn func(*Migration, tim
 // is paused first: when a host cannot be rolled back now (a provider
 // error), Abort says which and stays paused, and running it again goes on.
 func (f *Fleet) Abort(ctx context.Context, name string) (*Migration, error) {
-	unlock, err := f.lock(ctx, name)
+	m, unlock, err := f.loadLocked(ctx, name)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	m, err := f.Store.LoadMigration(name)
-	if err != nil {
-		return nil, err
-	}
 	if m.Final() {
 		return m, fmt.Errorf("migration %s is already %s", name, m.Status)
 	}

@@ -730,3 +730,33 @@ func TestFleetLeavesMatch(t *testing.T) {
 		var _ *x509.Certificate = chain[0]
 	}
 }
+
+// TestFleetScheduleBindsOtherCallers: a migration host's rollover deploys
+// only when the migration's schedule says, whoever else advances it (a
+// hook, `rollover run`).
+func TestFleetScheduleBindsOtherCallers(t *testing.T) {
+	fw := newFleetWorld(t, fleetOpts{hosts: 3, parallel: 1, failures: 1, windows: []string{"Sat 02:00-03:00 UTC"},
+		delays: []time.Duration{0, 5 * time.Second}, ttl: 300})
+	f := fw.fleet()
+	if _, err := f.Create(context.Background(), fw.spec); err != nil {
+		t.Fatal(err)
+	}
+	// Until Friday: published, waited, certificates staged, outside the window.
+	m := fw.run(t, mrand.New(mrand.NewPCG(9, 9)), 0, testBase.AddDate(0, 0, 3), nil)
+	if c := m.Counts(); c[PhaseWaitWindow] != 3 {
+		t.Fatalf("phases %s, want all 3 waiting for the window", phaseCounts(m))
+	}
+	out, err := f.Engine.Advance(context.Background(), fw.names[0])
+	if err != nil || !out.Waiting || !strings.Contains(out.Reason, "scheduled by migration fleet") {
+		t.Errorf("Advance outside the fleet: waiting %v, reason %q, err %v; want held for the migration's schedule", out.Waiting, out.Reason, err)
+	}
+	if len(fw.deploys) != 0 {
+		t.Errorf("%d deploys outside the window", len(fw.deploys))
+	}
+	m = fw.run(t, mrand.New(mrand.NewPCG(9, 9)), 0, testBase.AddDate(0, 0, 7), nil)
+	if m.Status != MigrationDone {
+		t.Errorf("status %s (%s), want done after Saturday's window", m.Status, phaseCounts(m))
+	}
+	fw.assertSchedule(t, m)
+	assertClean(t, fw.w, fw.store)
+}
