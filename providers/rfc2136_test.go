@@ -28,7 +28,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -206,11 +205,7 @@ func rec(u, s, m uint8, b byte) tlsa.Record {
 // setting plus a key file as tsig-keygen writes it.
 func newProvider(t *testing.T, addr string, key testbed.TSIGKey) providers.Provider {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "tsig.key")
-	if err := key.WriteBINDKeyFile(path); err != nil {
-		t.Fatal(err)
-	}
-	p, err := providers.New("rfc2136", providers.Settings{Values: map[string]string{"server": addr, "tsig_key_file": path}})
+	p, err := providers.New("rfc2136", providers.Settings{Values: map[string]string{"server": addr, "tsig_key_file": key.KeyFile(t)}})
 	if err != nil {
 		t.Fatal(err)
 	}

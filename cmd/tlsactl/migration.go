@@ -283,17 +283,45 @@ func migrationArg(c *cli.Context, what string) (string, error) {
 	return c.Args().First(), nil
 }
 
-// loadMigrationFile reads the migration file against env's configuration;
-// warnings go to stderr.
-func loadMigrationFile(c *cli.Context, env *rolloverEnv, path string) (*config.Migration, error) {
-	m, warnings, err := config.LoadMigration(path, env.cfg)
+// migrationInput reads a subcommand's one positional argument (what: FILE
+// or NAME) and the configuration, then load(env, argument); every error is
+// bad input.
+func migrationInput[T any](c *cli.Context, what string, load func(*rolloverEnv, string) (T, error)) (*rolloverEnv, T, error) {
+	var zero T
+	arg, err := migrationArg(c, what)
 	if err != nil {
-		return nil, err
+		return nil, zero, badInput(err)
 	}
-	for _, w := range warnings {
-		fmt.Fprintf(c.App.ErrWriter, "tlsactl: warning: %s\n", oneLine(w))
+	env, err := newRolloverEnv(c)
+	if err != nil {
+		return nil, zero, badInput(err)
 	}
-	return m, nil
+	v, err := load(env, arg)
+	if err != nil {
+		return nil, zero, badInput(err)
+	}
+	return env, v, nil
+}
+
+// migrationFileInput is migrationInput for a FILE: the migration file read
+// against the configuration; warnings go to stderr.
+func migrationFileInput(c *cli.Context) (*rolloverEnv, *config.Migration, error) {
+	return migrationInput(c, "FILE", func(env *rolloverEnv, path string) (*config.Migration, error) {
+		m, warnings, err := config.LoadMigration(path, env.cfg)
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range warnings {
+			fmt.Fprintf(c.App.ErrWriter, "tlsactl: warning: %s\n", oneLine(w))
+		}
+		return m, nil
+	})
+}
+
+// storedMigrationInput is migrationInput for a NAME: the stored migration
+// (see loadStoredMigration).
+func storedMigrationInput(c *cli.Context) (*rolloverEnv, *rollover.Migration, error) {
+	return migrationInput(c, "NAME", loadStoredMigration)
 }
 
 func printJSON(w io.Writer, v any) error {
@@ -303,17 +331,9 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func runMigrationPlan(c *cli.Context) error {
-	path, err := migrationArg(c, "FILE")
+	env, m, err := migrationFileInput(c)
 	if err != nil {
-		return badInput(err)
-	}
-	env, err := newRolloverEnv(c)
-	if err != nil {
-		return badInput(err)
-	}
-	m, err := loadMigrationFile(c, env, path)
-	if err != nil {
-		return badInput(err)
+		return err
 	}
 	return migrationPlan(c, env, m)
 }
@@ -411,17 +431,9 @@ func formatPlan(p *rollover.MigrationPlan, m *config.Migration, now time.Time) s
 }
 
 func runMigrationStart(c *cli.Context) error {
-	path, err := migrationArg(c, "FILE")
+	env, m, err := migrationFileInput(c)
 	if err != nil {
-		return badInput(err)
-	}
-	env, err := newRolloverEnv(c)
-	if err != nil {
-		return badInput(err)
-	}
-	m, err := loadMigrationFile(c, env, path)
-	if err != nil {
-		return badInput(err)
+		return err
 	}
 	if c.Bool(flagDryRun) {
 		return migrationPlan(c, env, m)
@@ -802,18 +814,11 @@ func runMigrationResume(c *cli.Context) error {
 }
 
 func migrationUpdate(c *cli.Context, verb string, fn func(*rollover.Fleet, context.Context, string) (*rollover.Migration, error)) error {
-	name, err := migrationArg(c, "NAME")
+	env, stored, err := storedMigrationInput(c)
 	if err != nil {
-		return badInput(err)
+		return err
 	}
-	env, err := newRolloverEnv(c)
-	if err != nil {
-		return badInput(err)
-	}
-	if _, err := loadStoredMigration(env, name); err != nil {
-		return badInput(err)
-	}
-	m, err := fn(env.fleet(), c.Context, name)
+	m, err := fn(env.fleet(), c.Context, stored.Spec.Name)
 	if err != nil {
 		return &exitError{code: exitRolloverError, err: err}
 	}
@@ -854,18 +859,11 @@ func abortPlan(env *rolloverEnv, m *rollover.Migration) (back, finish, left []st
 }
 
 func runMigrationAbort(c *cli.Context) error {
-	name, err := migrationArg(c, "NAME")
+	env, m, err := storedMigrationInput(c)
 	if err != nil {
-		return badInput(err)
+		return err
 	}
-	env, err := newRolloverEnv(c)
-	if err != nil {
-		return badInput(err)
-	}
-	m, err := loadStoredMigration(env, name)
-	if err != nil {
-		return badInput(err)
-	}
+	name := m.Spec.Name
 	if c.Bool(flagDryRun) {
 		if m.Final() {
 			fmt.Fprintf(c.App.Writer, "migration %s is %s already: abort would do nothing\n", name, m.Status)

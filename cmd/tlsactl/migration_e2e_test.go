@@ -261,35 +261,15 @@ func (h *fleetHost) holds(c *testbed.Chain) bool {
 
 func (f *fleetBed) writeConfig() {
 	f.t.Helper()
-	q := func(ss []string) string {
-		var parts []string
-		for _, s := range ss {
-			parts = append(parts, strconv.Quote(s))
-		}
-		return "[" + strings.Join(parts, ", ") + "]"
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "resolver = %q\nstate_dir = %q\nmargin = %q\n\n[provider]\nname = \"rfc2136\"\nserver = %q\ntsig_key_file = %q\n",
-		f.sf.own.Addr, f.stateDir, flMargin.String(), f.sf.knot.Addr, f.sf.keyFile)
+	var hosts []e2eHost
 	for _, h := range f.hosts {
-		fmt.Fprintf(&b, `
-[[host]]
-name = %q
-port = 25
-zone = %q
-ttl = %d
-auth_servers = [%q]
-auth_port = %d
-
-[host.deploy]
-key_file = %q
-chain_file = %q
-reload = %s
-reload_timeout = "30s"
-probe_timeout = "30s"
-`, h.name, h.zone, flTTL, f.sf.knot.Addr, f.sf.knotPort, h.keyPath, h.chainPath, q(h.reload))
+		hosts = append(hosts, e2eHost{
+			name: h.name, port: 25, zone: h.zone, ttl: flTTL, auth: []string{f.sf.knot.Addr}, authPort: f.sf.knotPort,
+			keyFile: h.keyPath, chainFile: h.chainPath, reload: h.reload, probeTimeout: "30s",
+		})
 	}
-	roWrite(f.t, f.cfgPath, []byte(b.String()), 0o600)
+	text := e2eConfig(f.sf.own.Addr, f.stateDir, flMargin.String(), f.sf.knot.Addr, f.sf.keyFile, hosts...)
+	roWrite(f.t, f.cfgPath, []byte(text), 0o600)
 }
 
 // newChains gives every host a chain from one new CA (the same for all, as

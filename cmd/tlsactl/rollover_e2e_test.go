@@ -219,38 +219,10 @@ func (h *roHost) seedLedger(ttl int, rrs []dns.RR) {
 func (h *roHost) writeConfig(c roCfg) {
 	h.t.Helper()
 	h.cfg = c
-	q := func(ss []string) string {
-		var parts []string
-		for _, s := range ss {
-			parts = append(parts, fmt.Sprintf("%q", s))
-		}
-		return "[" + strings.Join(parts, ", ") + "]"
-	}
-	text := fmt.Sprintf(`resolver = %q
-state_dir = %q
-margin = %q
-
-[provider]
-name = "rfc2136"
-server = %q
-tsig_key_file = %q
-
-[[host]]
-name = %q
-port = %d
-zone = %q
-ttl = %d
-auth_servers = %s
-auth_port = %d
-
-[host.deploy]
-key_file = %q
-chain_file = %q
-reload = %s
-reload_timeout = "30s"
-probe_timeout = %q
-`, h.b.unbound.Addr, h.stateDir, c.margin, h.b.knot.Addr, c.keyFile, h.name, h.pf.Port, h.b.zone, c.ttl, q(h.b.authAddr), h.b.knotPort(),
-		h.keyPath, h.chainPath, q(c.reload), c.probeTimeout)
+	text := e2eConfig(h.b.unbound.Addr, h.stateDir, c.margin, h.b.knot.Addr, c.keyFile, e2eHost{
+		name: h.name, port: h.pf.Port, zone: h.b.zone, ttl: c.ttl, auth: h.b.authAddr, authPort: h.b.knotPort(),
+		keyFile: h.keyPath, chainFile: h.chainPath, reload: c.reload, probeTimeout: c.probeTimeout,
+	})
 	roWrite(h.t, h.cfgPath, []byte(text), 0o600)
 }
 
@@ -583,6 +555,55 @@ func (h *roHost) probeOnce() {
 }
 
 // --- helpers ---
+
+// e2eHost is a [[host]] of an end-to-end test's configuration, with its
+// [host.deploy] section.
+type e2eHost struct {
+	name, zone         string
+	port, ttl          int
+	auth               []string // auth_servers
+	authPort           int
+	keyFile, chainFile string
+	reload             []string
+	probeTimeout       string
+}
+
+// e2eConfig is the text of an end-to-end test's configuration: tlsactl's
+// resolver, state directory and margin, the rfc2136 provider (server, TSIG
+// key file) and the hosts.
+func e2eConfig(resolver, stateDir, margin, server, keyFile string, hosts ...e2eHost) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "resolver = %q\nstate_dir = %q\nmargin = %q\n\n[provider]\nname = \"rfc2136\"\nserver = %q\ntsig_key_file = %q\n",
+		resolver, stateDir, margin, server, keyFile)
+	for _, h := range hosts {
+		fmt.Fprintf(&b, `
+[[host]]
+name = %q
+port = %d
+zone = %q
+ttl = %d
+auth_servers = %s
+auth_port = %d
+
+[host.deploy]
+key_file = %q
+chain_file = %q
+reload = %s
+reload_timeout = "30s"
+probe_timeout = %q
+`, h.name, h.port, h.zone, h.ttl, tomlArray(h.auth), h.authPort, h.keyFile, h.chainFile, tomlArray(h.reload), h.probeTimeout)
+	}
+	return b.String()
+}
+
+// tomlArray is a TOML array of strings.
+func tomlArray(ss []string) string {
+	var parts []string
+	for _, s := range ss {
+		parts = append(parts, strconv.Quote(s))
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
+}
 
 func roWrite(t *testing.T, path string, b []byte, mode os.FileMode) {
 	t.Helper()

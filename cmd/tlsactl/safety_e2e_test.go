@@ -203,31 +203,10 @@ func (h *sfHost) rr(text string) dns.RR {
 
 func (h *sfHost) writeConfig() {
 	h.t.Helper()
-	text := fmt.Sprintf(`resolver = %q
-state_dir = %q
-margin = "1s"
-
-[provider]
-name = "rfc2136"
-server = %q
-tsig_key_file = %q
-
-[[host]]
-name = %q
-port = %d
-zone = %q
-ttl = %d
-auth_servers = [%q]
-auth_port = %d
-
-[host.deploy]
-key_file = %q
-chain_file = %q
-reload = [%q, "-c", %q, "reload"]
-reload_timeout = "30s"
-probe_timeout = "30s"
-`, h.b.own.Addr, h.stateDir, h.b.knot.Addr, h.b.keyFile, h.name, h.pf.Port, h.b.zone, sfTTL, h.b.knot.Addr, h.b.knotPort,
-		h.keyPath, h.chainPath, h.b.postfix, h.pf.Dir)
+	text := e2eConfig(h.b.own.Addr, h.stateDir, "1s", h.b.knot.Addr, h.b.keyFile, e2eHost{
+		name: h.name, port: h.pf.Port, zone: h.b.zone, ttl: sfTTL, auth: []string{h.b.knot.Addr}, authPort: h.b.knotPort,
+		keyFile: h.keyPath, chainFile: h.chainPath, reload: []string{h.b.postfix, "-c", h.pf.Dir, "reload"}, probeTimeout: "30s",
+	})
 	roWrite(h.t, h.cfgPath, []byte(text), 0o600)
 }
 

@@ -89,6 +89,38 @@ type Result struct {
 // lego keeps its logger and DNS resolvers in package variables.
 var legoMu sync.Mutex
 
+// lockLego holds legoMu and sends lego's log to w (nil: nowhere) until the
+// function it returns is called.
+func lockLego(w io.Writer) (unlock func()) {
+	legoMu.Lock()
+	if w == nil {
+		w = io.Discard
+	}
+	prevLog := legolog.Logger
+	legolog.Logger = stdlog.New(w, "lego: ", stdlog.LstdFlags)
+	return func() {
+		legolog.Logger = prevLog
+		legoMu.Unlock()
+	}
+}
+
+// newClient returns a lego client for acct at o's directory over
+// httpClient; set, when not nil, adjusts the configuration first.
+func newClient(o Options, acct *account, httpClient *http.Client, set func(*lego.Config)) (*lego.Client, error) {
+	cfg := lego.NewConfig(acct)
+	cfg.CADirURL = o.DirectoryURL
+	cfg.HTTPClient = httpClient
+	cfg.UserAgent = "tlsactl"
+	if set != nil {
+		set(cfg)
+	}
+	client, err := lego.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("acme: %s: %w", o.DirectoryURL, err)
+	}
+	return client, nil
+}
+
 // Obtain registers (or loads) the account and obtains a certificate with
 // DNS-01. lego retries badNonce errors itself (acme/api.Core.retrievablePost:
 // exponential back-off up to 20 s per request).
@@ -134,29 +166,18 @@ func Obtain(ctx context.Context, o Options) (*Result, error) {
 		timeout = 5 * time.Minute
 	}
 
-	legoMu.Lock()
-	defer legoMu.Unlock()
-	w := o.Log
-	if w == nil {
-		w = io.Discard
-	}
-	prevLog := legolog.Logger
-	legolog.Logger = stdlog.New(w, "lego: ", stdlog.LstdFlags)
-	defer func() { legolog.Logger = prevLog }()
+	defer lockLego(o.Log)()
 
 	acct, err := loadAccount(o.StateDir, o.DirectoryURL, o.Email)
 	if err != nil {
 		return nil, err
 	}
-	cfg := lego.NewConfig(acct)
-	cfg.CADirURL = o.DirectoryURL
-	cfg.HTTPClient = httpClient
-	cfg.UserAgent = "tlsactl"
-	cfg.Certificate.KeyType = kt
-	cfg.Certificate.Timeout = timeout
-	client, err := lego.NewClient(cfg)
+	client, err := newClient(o, acct, httpClient, func(cfg *lego.Config) {
+		cfg.Certificate.KeyType = kt
+		cfg.Certificate.Timeout = timeout
+	})
 	if err != nil {
-		return nil, fmt.Errorf("acme: %s: %w", o.DirectoryURL, err)
+		return nil, err
 	}
 	res := &Result{AccountDir: acct.dir}
 	if acct.Registration == nil {

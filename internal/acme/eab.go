@@ -4,11 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	stdlog "log"
 
-	"github.com/go-acme/lego/v4/lego"
-	legolog "github.com/go-acme/lego/v4/log"
 	"github.com/go-acme/lego/v4/registration"
 )
 
@@ -33,15 +29,7 @@ func RegisterEAB(ctx context.Context, o Options, kid, hmacKey string) (registere
 	if err != nil {
 		return false, err
 	}
-	legoMu.Lock()
-	defer legoMu.Unlock()
-	w := o.Log
-	if w == nil {
-		w = io.Discard
-	}
-	prevLog := legolog.Logger
-	legolog.Logger = stdlog.New(w, "lego: ", stdlog.LstdFlags)
-	defer func() { legolog.Logger = prevLog }()
+	defer lockLego(o.Log)()
 
 	acct, err := loadAccount(o.StateDir, o.DirectoryURL, o.Email)
 	if err != nil {
@@ -50,13 +38,9 @@ func RegisterEAB(ctx context.Context, o Options, kid, hmacKey string) (registere
 	if acct.Registration != nil {
 		return false, nil
 	}
-	cfg := lego.NewConfig(acct)
-	cfg.CADirURL = o.DirectoryURL
-	cfg.HTTPClient = httpClient
-	cfg.UserAgent = "tlsactl"
-	client, err := lego.NewClient(cfg)
+	client, err := newClient(o, acct, httpClient, nil)
 	if err != nil {
-		return false, fmt.Errorf("acme: %s: %w", o.DirectoryURL, err)
+		return false, err
 	}
 	reg, err := client.Registration.RegisterWithExternalAccountBinding(registration.RegisterEABOptions{
 		TermsOfServiceAgreed: true, Kid: kid, HmacEncoded: hmacKey,

@@ -108,14 +108,19 @@ const (
 	srcEABKID, srcEABHMAC, srcCAFile, srcKeyT = "eab_kid_file", "eab_hmac_file", "ca_file", "key_type"
 )
 
+// fields maps the keys of Map to the source's settings.
+func (s *MigrationSource) fields() map[string]*string {
+	return map[string]*string{srcKind: &s.Kind, srcDir: &s.Dir, srcDirectory: &s.Directory, srcEmail: &s.Email,
+		srcEABKID: &s.EABKIDFile, srcEABHMAC: &s.EABHMACFile, srcCAFile: &s.CAFile, srcKeyT: &s.KeyType}
+}
+
 // Map returns the source as the string map rollover.MigrationSpec keeps;
 // SourceFromMap reads it back.
 func (s MigrationSource) Map() map[string]string {
 	m := map[string]string{srcKind: s.Kind}
-	for k, v := range map[string]string{srcDir: s.Dir, srcDirectory: s.Directory, srcEmail: s.Email,
-		srcEABKID: s.EABKIDFile, srcEABHMAC: s.EABHMACFile, srcCAFile: s.CAFile, srcKeyT: s.KeyType} {
-		if v != "" {
-			m[k] = v
+	for k, v := range s.fields() {
+		if *v != "" {
+			m[k] = *v
 		}
 	}
 	return m
@@ -125,27 +130,13 @@ func (s MigrationSource) Map() map[string]string {
 // migration's Spec.Source). An unknown kind or key is an error.
 func SourceFromMap(m map[string]string) (MigrationSource, error) {
 	var s MigrationSource
+	fields := s.fields()
 	for k, v := range m {
-		switch k {
-		case srcKind:
-			s.Kind = v
-		case srcDir:
-			s.Dir = v
-		case srcDirectory:
-			s.Directory = v
-		case srcEmail:
-			s.Email = v
-		case srcEABKID:
-			s.EABKIDFile = v
-		case srcEABHMAC:
-			s.EABHMACFile = v
-		case srcCAFile:
-			s.CAFile = v
-		case srcKeyT:
-			s.KeyType = v
-		default:
+		f, ok := fields[k]
+		if !ok {
 			return s, fmt.Errorf("certificate source: unknown setting %q (written by a newer tlsactl?)", k)
 		}
+		*f = v
 	}
 	switch s.Kind {
 	case SourceDir:

@@ -158,11 +158,13 @@ func rfc(t time.Time) string {
 	return t.Format(time.RFC3339)
 }
 
-func TestLoadMigrationGolden(t *testing.T) {
-	dir, cfg := migrationDir(t)
-	files, _ := filepath.Glob(filepath.Join("testdata", "migration", "good-*.toml"))
-	if len(files) == 0 {
-		t.Fatal("no testdata/migration/good-*.toml")
+// eachMigrationFile runs fn in a subtest for every testdata/migration file f
+// that matches glob (there must be atLeast), with the contents b of its
+// copy path in dir.
+func eachMigrationFile(t *testing.T, dir, glob string, atLeast int, fn func(t *testing.T, f, path string, b []byte)) {
+	files, _ := filepath.Glob(filepath.Join("testdata", "migration", glob))
+	if len(files) < atLeast {
+		t.Fatalf("only %d testdata/migration/%s", len(files), glob)
 	}
 	for _, f := range files {
 		name := filepath.Base(f)
@@ -172,26 +174,33 @@ func TestLoadMigrationGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			m, warnings, err := parseMigration(b, path, cfg, migNow)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := renderMigration(t, m, warnings, dir)
-			golden := strings.TrimSuffix(f, ".toml") + ".golden"
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test -run TestLoadMigrationGolden -update)", err)
-			}
-			if got != string(want) {
-				t.Errorf("resolved migration differs from %s (go test -update rewrites it):\n--- got\n%s--- want\n%s", golden, got, want)
-			}
+			fn(t, f, path, b)
 		})
 	}
+}
+
+func TestLoadMigrationGolden(t *testing.T) {
+	dir, cfg := migrationDir(t)
+	eachMigrationFile(t, dir, "good-*.toml", 1, func(t *testing.T, f, path string, b []byte) {
+		m, warnings, err := parseMigration(b, path, cfg, migNow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := renderMigration(t, m, warnings, dir)
+		golden := strings.TrimSuffix(f, ".toml") + ".golden"
+		if *update {
+			if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want, err := os.ReadFile(golden)
+		if err != nil {
+			t.Fatalf("%v (run go test -run TestLoadMigrationGolden -update)", err)
+		}
+		if got != string(want) {
+			t.Errorf("resolved migration differs from %s (go test -update rewrites it):\n--- got\n%s--- want\n%s", golden, got, want)
+		}
+	})
 }
 
 // TestLoadMigrationErrors reads every testdata/migration/bad-*.toml: its
@@ -199,43 +208,31 @@ func TestLoadMigrationGolden(t *testing.T) {
 // ($DIR is the test directory).
 func TestLoadMigrationErrors(t *testing.T) {
 	dir, cfg := migrationDir(t)
-	files, _ := filepath.Glob(filepath.Join("testdata", "migration", "bad-*.toml"))
-	if len(files) < 30 {
-		t.Fatalf("only %d testdata/migration/bad-*.toml", len(files))
-	}
-	for _, f := range files {
-		name := filepath.Base(f)
-		t.Run(strings.TrimSuffix(name, ".toml"), func(t *testing.T) {
-			path := filepath.Join(dir, name)
-			b, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			first, _, _ := strings.Cut(string(b), "\n")
-			want, ok := strings.CutPrefix(first, "# error: ")
-			if !ok {
-				t.Fatalf("%s: the first line must be \"# error: TEXT\"", f)
-			}
-			want = strings.ReplaceAll(want, "$DIR", dir)
-			_, _, err = parseMigration(b, path, cfg, migNow)
-			if err == nil {
-				t.Fatalf("loaded; want an error containing %q", want)
-			}
-			msg := err.Error()
-			if !errors.Is(err, ErrConfig) || !strings.Contains(msg, want) {
-				t.Errorf("error %q\nwant one containing %q", msg, want)
-			}
-			if !strings.Contains(msg, path) && !strings.Contains(msg, name) {
-				t.Errorf("error %q does not name the file", msg)
-			}
-			if strings.Contains(msg, "\n") {
-				t.Errorf("error is not one line: %q", msg)
-			}
-			if strings.Contains(msg, "c2VjcmV0LWhtYWMta2V5") {
-				t.Errorf("error leaks the HMAC key: %q", msg)
-			}
-		})
-	}
+	eachMigrationFile(t, dir, "bad-*.toml", 30, func(t *testing.T, f, path string, b []byte) {
+		first, _, _ := strings.Cut(string(b), "\n")
+		want, ok := strings.CutPrefix(first, "# error: ")
+		if !ok {
+			t.Fatalf("%s: the first line must be \"# error: TEXT\"", f)
+		}
+		want = strings.ReplaceAll(want, "$DIR", dir)
+		_, _, err := parseMigration(b, path, cfg, migNow)
+		if err == nil {
+			t.Fatalf("loaded; want an error containing %q", want)
+		}
+		msg := err.Error()
+		if !errors.Is(err, ErrConfig) || !strings.Contains(msg, want) {
+			t.Errorf("error %q\nwant one containing %q", msg, want)
+		}
+		if !strings.Contains(msg, path) && !strings.Contains(msg, filepath.Base(path)) {
+			t.Errorf("error %q does not name the file", msg)
+		}
+		if strings.Contains(msg, "\n") {
+			t.Errorf("error is not one line: %q", msg)
+		}
+		if strings.Contains(msg, "c2VjcmV0LWhtYWMta2V5") {
+			t.Errorf("error leaks the HMAC key: %q", msg)
+		}
+	})
 }
 
 func TestLoadMigrationFile(t *testing.T) {

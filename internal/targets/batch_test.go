@@ -9,7 +9,6 @@ package targets
 
 import (
 	"context"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -270,7 +269,14 @@ func TestProviderDNSBatchLive(t *testing.T) {
 
 	// (e) A batch the server refuses (a wrong TSIG key) changes no owner.
 	t.Run("refused", func(t *testing.T) {
-		bad := &callCounter{Provider: newRFC2136(t, b.knot.Addr, testbed.NewTSIGKey(b.knot.Key.Name))}
+		// The provider as tlsactl builds it, with a key of the right name
+		// and a wrong secret.
+		prov, err := providers.New("rfc2136", providers.Settings{Values: map[string]string{
+			"server": b.knot.Addr, "tsig_key_file": testbed.NewTSIGKey(b.knot.Key.Name).KeyFile(t)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad := &callCounter{Provider: prov}
 		d, err := Resolve(ctx, config("b1.tg.test", bad, "knot"))
 		if err != nil {
 			t.Fatal(err)
@@ -302,18 +308,4 @@ func TestProviderDNSBatchLive(t *testing.T) {
 			t.Errorf("a refused batch changed the zone")
 		}
 	})
-}
-
-// newRFC2136 builds the rfc2136 provider for addr with key, as tlsactl does.
-func newRFC2136(t *testing.T, addr string, key testbed.TSIGKey) providers.Provider {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "tsig.key")
-	if err := key.WriteBINDKeyFile(path); err != nil {
-		t.Fatal(err)
-	}
-	p, err := providers.New("rfc2136", providers.Settings{Values: map[string]string{"server": addr, "tsig_key_file": path}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
 }

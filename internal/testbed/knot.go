@@ -98,6 +98,17 @@ func (k TSIGKey) WriteBINDKeyFile(path string) error {
 	return os.WriteFile(path, []byte(k.BINDKeyFile()), 0o600)
 }
 
+// KeyFile writes BINDKeyFile to a new file of t's (mode 0600; a provider's
+// tsig_key_file) and returns its path.
+func (k TSIGKey) KeyFile(t testing.TB) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "tsig.key")
+	if err := k.WriteBINDKeyFile(path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // NewTSIGKey returns a hmac-sha256 key with a random 32-byte secret.
 func NewTSIGKey(name string) TSIGKey {
 	b := make([]byte, 32)
