@@ -23,6 +23,7 @@ import (
 const (
 	flagResolver    = "resolver"
 	flagWarnDays    = "warn-days"
+	flagCritDays    = "critical-days"
 	flagConcurrency = "concurrency"
 	flagTimeout     = "timeout"
 	flagPrometheus  = "prometheus"
@@ -48,6 +49,13 @@ of a domain protected, the MX host name in the certificate.
 The resolver must validate DNSSEC (Unbound, BIND, Knot Resolver on a trusted path): its AD
 bit is trusted. SERVFAIL is reported as DNSSEC-bogus, never as "no TLSA".
 
+FORECAST:
+   For every address: when each usable record that matches now stops matching on its own
+   (a DANE-TA record when the leaf or a certificate below the trust anchor expires; a DANE-EE
+   record never, RFC 7671 §5.1), when DANE breaks (no such record matches any more) and when
+   only one will be left; in the text output (a "forecast:" line), in --json ("forecast")
+   and in --prometheus (tlsactl_dane_break_days, tlsactl_dane_single_record_days).
+
 POSITIONAL ARGUMENTS:
    DOMAIN   a mail domain whose MX hosts are checked (e.g. example.nl)
 
@@ -65,10 +73,12 @@ LARGE RUNS:
 
 EXIT CODES (monitoring-plugin convention):
    0   OK
-   1   WARNING: only one of two records matches, expiry within --warn-days, a single record
-       (no rollover scheme), TLSA in an unsigned zone, an MX host without TLSA
-   2   CRITICAL: TLSA secure but nothing usable matches, STARTTLS missing or failing where
-       TLSA exists, DNSSEC bogus
+   1   WARNING: only one of two records matches, expiry within --warn-days, DANE breaking
+       (forecast) within --warn-days, only one record left within --warn-days, a leaf that
+       expires sooner than the TLSA TTL + margin, a single record (no rollover scheme), TLSA
+       in an unsigned zone, an MX host without TLSA
+   2   CRITICAL: TLSA secure but nothing usable matches, expiry or DANE breaking within
+       --critical-days, STARTTLS missing or failing where TLSA exists, DNSSEC bogus
    3   UNKNOWN: the resolver cannot be reached or lookups fail; also bad command-line input
 
 EXAMPLES:
@@ -81,7 +91,8 @@ EXAMPLES:
 			&cli.UintFlag{Name: flagPort, Aliases: []string{"p"}, Value: 25, Usage: "SMTP port to probe and to look up TLSA for"},
 			&cli.StringFlag{Name: flagStartTLS, Aliases: []string{"t"}, Value: "auto", Usage: "how TLS starts: smtp, imap, pop3, none (direct TLS) or auto (by port: 25/587 smtp, 143 imap, 110 pop3, 465/993/995/443 direct; smtp otherwise)"},
 			&cli.StringSliceFlag{Name: flagCheckHost, Usage: "check this MX `HOST` directly (repeatable)"},
-			&cli.IntFlag{Name: flagWarnDays, Value: 14, Usage: "warn when a certificate expires within `DAYS`"},
+			&cli.IntFlag{Name: flagWarnDays, Value: 14, Usage: "warn when a certificate expires, DANE breaks (the forecast) or only one record will be left within `DAYS`"},
+			&cli.IntFlag{Name: flagCritDays, Value: 7, Usage: "CRITICAL when a certificate expires or DANE breaks (the forecast) within `DAYS` (0: never for these)"},
 			&cli.StringFlag{Name: flagDomainsFrom, Usage: "also check the domains in `FILE`, one a line (\"-\": stdin; blanks and # comments ignored), streaming the results"},
 			&cli.IntFlag{Name: flagConcurrency, Usage: "hosts checked at once (0: derived from the file-descriptor limit and memory, at most 1024)"},
 			&cli.IntFlag{Name: flagPerAddress, Value: check.DefaultPerAddress, Usage: "at most `N` probes to one IP address at a time"},
@@ -92,7 +103,8 @@ EXAMPLES:
 			&cli.StringFlag{Name: flagStateDir, EnvVars: []string{"TLSACTL_STATE_DIR"}, Usage: "record every secure TLSA RRset seen in the ledger of this state `DIR`, so rollovers know how long each has been published (a check timer every few minutes makes ages known)"},
 			&cli.StringFlag{Name: flagConfig, Usage: "configuration `FILE`: its state_dir is the ledger's, as --state-dir"},
 		},
-		Action: runCheck,
+		Action:      runCheck,
+		Subcommands: []*cli.Command{createCheckOutbound()},
 	}
 }
 
@@ -114,6 +126,9 @@ func runCheck(c *cli.Context) error {
 	port := c.Uint(flagPort)
 	if port < 1 || port > 65535 {
 		return unknown(fmt.Errorf("--port %d: want 1 to 65535", port))
+	}
+	if c.Int(flagCritDays) < 0 || c.Int(flagWarnDays) < 0 {
+		return unknown(fmt.Errorf("--%s %d, --%s %d: want 0 or more", flagWarnDays, c.Int(flagWarnDays), flagCritDays, c.Int(flagCritDays)))
 	}
 	if c.Int(flagConcurrency) < 0 {
 		return unknown(fmt.Errorf("--concurrency %d: want 0 (automatic) or more", c.Int(flagConcurrency)))
@@ -144,6 +159,7 @@ func runCheck(c *cli.Context) error {
 		DNSConcurrency: c.Int(flagDNSConc),
 		HostTimeout:    c.Duration(flagTimeout),
 		WarnDays:       c.Int(flagWarnDays),
+		CriticalDays:   c.Int(flagCritDays),
 	}
 	// Progress counts domains and distinct direct hosts: one result each.
 	direct := map[string]bool{}
@@ -247,6 +263,9 @@ func writeHostText(b *strings.Builder, h check.HostReport) {
 			}
 		}
 		b.WriteString(line + "\n")
+		if a.Forecast != nil {
+			b.WriteString("    forecast: " + check.ForecastText(a.Forecast) + "\n")
+		}
 	}
 }
 
@@ -295,6 +314,28 @@ func writePrometheus(path string, rep check.Report) error {
 		for _, a := range h.Addresses {
 			if a.DaysToExpiry != nil {
 				fmt.Fprintf(&b, "tlsactl_certificate_expiry_days{host=%q,address=%q} %g\n", strings.TrimSuffix(h.Host, "."), a.Address, *a.DaysToExpiry)
+			}
+		}
+	}
+	b.WriteString("# HELP tlsactl_tlsa_usable_records Usable TLSA records (DANE-TA or DANE-EE with known parameters) of the host's RRset, as evaluated for the address.\n# TYPE tlsactl_tlsa_usable_records gauge\n")
+	for _, h := range rep.Hosts {
+		for _, a := range h.Addresses {
+			fmt.Fprintf(&b, "tlsactl_tlsa_usable_records{host=%q,address=%q} %d\n", strings.TrimSuffix(h.Host, "."), a.Address, a.Usable)
+		}
+	}
+	b.WriteString("# HELP tlsactl_dane_break_days Days until no TLSA record that matches now matches any more (forecast; 0 when none matches now; absent when one never stops on its own).\n# TYPE tlsactl_dane_break_days gauge\n")
+	for _, h := range rep.Hosts {
+		for _, a := range h.Addresses {
+			if a.Forecast != nil && a.Forecast.BreakDays != nil {
+				fmt.Fprintf(&b, "tlsactl_dane_break_days{host=%q,address=%q} %g\n", strings.TrimSuffix(h.Host, "."), a.Address, *a.Forecast.BreakDays)
+			}
+		}
+	}
+	b.WriteString("# HELP tlsactl_dane_single_record_days Days until at most one TLSA record will still match (forecast; absent when not foreseen or already at most one).\n# TYPE tlsactl_dane_single_record_days gauge\n")
+	for _, h := range rep.Hosts {
+		for _, a := range h.Addresses {
+			if a.Forecast != nil && a.Forecast.SingleDays != nil {
+				fmt.Fprintf(&b, "tlsactl_dane_single_record_days{host=%q,address=%q} %g\n", strings.TrimSuffix(h.Host, "."), a.Address, *a.Forecast.SingleDays)
 			}
 		}
 	}

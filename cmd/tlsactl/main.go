@@ -102,6 +102,7 @@ record under _25._tcp.<mx-host>, of which at least one must match at every momen
 			createKey(),
 			createACME(),
 			createMigration(),
+			createServe(),
 		},
 	}
 	for _, c := range app.Commands {
@@ -125,12 +126,17 @@ func permuteArgs(args []string, app *cli.App) []string {
 		// A command with subcommands (rollover, migration): the flags
 		// belong to the subcommand named next; they are moved within its
 		// arguments (`migration plan FILE --json`), never before its name.
-		if len(args) < 4 {
-			return args
+		// A command with an action of its own too (check, whose subcommand
+		// is outbound) permutes its own arguments when no subcommand is
+		// named (`check example.nl --json`).
+		if sub := findCommand(cmd.Subcommands, args[2]); sub != nil || cmd.Action == nil {
+			if len(args) < 4 {
+				return args
+			}
+			cmd, head = sub, 3
 		}
-		cmd, head = findCommand(cmd.Subcommands, args[2]), 3
 	}
-	if cmd == nil || len(cmd.Subcommands) > 0 {
+	if cmd == nil || (head == 3 && len(cmd.Subcommands) > 0) {
 		return args
 	}
 	takesValue := map[string]bool{}

@@ -53,8 +53,14 @@ type Probe struct {
 
 // Policy holds the thresholds of the rules.
 type Policy struct {
-	WarnDays int       // warn when the leaf expires within this many days
-	Now      time.Time // the time for expiry and DANE-TA validity checks
+	WarnDays int // warn when the leaf expires, or DANE breaks or only one record is left (the forecast), within this many days
+	// CriticalDays, when > 0: CRITICAL when the leaf expires or DANE breaks
+	// within this many days.
+	CriticalDays int
+	// RenewalMargin is added to the TLSA TTL for the time a renewal that
+	// changes a record needs before the swap; DefaultRenewalMargin when zero.
+	RenewalMargin time.Duration
+	Now           time.Time // the check's clock: expiry, DANE-TA validity, the forecast; zero means time.Now()
 }
 
 // Report is the whole result of a check: JSON-ready.
@@ -110,6 +116,9 @@ type AddressReport struct {
 	Usable          int           `json:"usable_records"`
 	NotAfter        *time.Time    `json:"not_after,omitempty"`
 	DaysToExpiry    *float64      `json:"days_to_expiry,omitempty"`
+	// Forecast is when the records that match now stop matching on their
+	// own; nil when the RRset is not evaluated here (no TLSA, no chain).
+	Forecast *Forecast `json:"forecast,omitempty"`
 }
 
 // CertInfo describes a served certificate.
@@ -133,6 +142,9 @@ type VerdictInfo struct {
 // Evaluate applies the NCSC rules to the observations and returns the report.
 // It is pure: same observations and policy, same report.
 func Evaluate(domains []DomainObservation, hosts []HostObservation, p Policy) Report {
+	if p.Now.IsZero() {
+		p.Now = time.Now()
+	}
 	var rep Report
 	add := func(f Finding) { rep.Findings = append(rep.Findings, f) }
 	hostDANE := map[string]bool{}
@@ -321,7 +333,11 @@ func evaluateHost(h HostObservation, p Policy) (HostReport, []Finding, bool) {
 				mode = daneInformational
 			}
 		}
-		ar := evaluateAddress(po, recs, mode, names, p, func(sev Severity, code, msg string) { f(sev, po.Addr.String(), code, "%s", msg) })
+		var ttl uint32
+		if h.TLSA != nil {
+			ttl = h.TLSA.TTL
+		}
+		ar := evaluateAddress(po, recs, mode, names, ttl, p, func(sev Severity, code, msg string) { f(sev, po.Addr.String(), code, "%s", msg) })
 		hr.Addresses = append(hr.Addresses, ar)
 	}
 	if hr.Addresses == nil {
@@ -395,7 +411,7 @@ const (
 	daneInformational                 // a secure RRset senders never look up (insecure address records): verdicts shown, no findings
 )
 
-func evaluateAddress(po ProbeObservation, recs []tlsa.Record, mode daneMode, names []string, p Policy, f func(Severity, string, string)) AddressReport {
+func evaluateAddress(po ProbeObservation, recs []tlsa.Record, mode daneMode, names []string, ttl uint32, p Policy, f func(Severity, string, string)) AddressReport {
 	ar := AddressReport{Address: po.Addr.String(), STARTTLSOffered: po.Probe.STARTTLSOffered, TLSVersion: po.Probe.TLSVersion}
 	sev := func(s Severity, code, format string, args ...any) {
 		ar.Status = Worst(ar.Status, s)
@@ -433,6 +449,8 @@ func evaluateAddress(po ProbeObservation, recs []tlsa.Record, mode daneMode, nam
 		switch {
 		case p.Now.After(leaf.NotAfter):
 			sev(Warning, "cert-expired", "the certificate expired on %s (DANE-EE still accepts it, RFC 7672 §3.1.1, but renew it)", na.Format("2006-01-02"))
+		case p.CriticalDays > 0 && days < float64(p.CriticalDays):
+			sev(Critical, "cert-expiring", "the certificate expires in %.1f days (%s)", days, na.Format("2006-01-02"))
 		case days < float64(p.WarnDays):
 			sev(Warning, "cert-expiring", "the certificate expires in %.1f days (%s)", days, na.Format("2006-01-02"))
 		}
@@ -448,6 +466,7 @@ func evaluateAddress(po ProbeObservation, recs []tlsa.Record, mode daneMode, nam
 		ar.Verdicts = append(ar.Verdicts, VerdictInfo{Record: v.Record.String(), Usable: v.Usable, Matched: v.Matched, Reason: v.Reason, Detail: v.Detail})
 	}
 	ar.Matched, ar.Usable = res.MatchedCount(), res.UsableCount()
+	ar.Forecast = forecastMatch(chain, recs, names, p.Now, res)
 	if mode == daneInformational || ar.Usable == 0 {
 		// Nobody authenticates this address with the RRset: either senders
 		// never look it up (the address records are insecure; the host's
@@ -461,9 +480,16 @@ func evaluateAddress(po ProbeObservation, recs []tlsa.Record, mode daneMode, nam
 	case ar.Matched < ar.Usable && !nextKeyPublished(res):
 		sev(Warning, "tlsa-partial-match", "only %d of %d usable TLSA records match; one more mistake breaks delivery: %s", ar.Matched, ar.Usable, firstReason(res))
 	}
-	if ca := singleRotatingIntermediate(chain, res); ca != nil {
-		sev(Warning, "tlsa-single-intermediate", "every usable 2 x x record names one intermediate CA, %q of %s, a CA that rotates its intermediates (Let's Encrypt issues from R10–R14 and E5–E9 at random): a renewal from a sibling intermediate matches no 2 x x record and breaks DANE-TA; publish a 2 1 1 for every intermediate of the CA's issuer set (tlsactl publish --usage 2 --certificate 'issuers/*.pem' --add)",
-			ca.Subject.CommonName, strings.Join(ca.Subject.Organization, ", "))
+	if ar.Matched > 0 {
+		var leaf *x509.Certificate
+		if len(chain) > 0 {
+			leaf = chain[0]
+		}
+		forecastFindings(ar.Forecast, leaf, ttl, p, sev)
+	}
+	if ca, set := singleRotatingIntermediate(chain, res); ca != nil {
+		sev(Warning, "tlsa-single-intermediate", "every usable 2 x x record names one intermediate CA, %q of %s, a CA that issues from several intermediates in turn (its issuer set: %s): a renewal from a sibling intermediate matches no 2 x x record and breaks DANE-TA; publish a 2 1 1 for every intermediate of the CA's issuer set (tlsactl publish --usage 2 --certificate 'issuers/*.pem' --add)",
+			ca.Subject.CommonName, set.CA, set.Describe())
 	}
 	switch {
 	case usableTA(res) && len(chain) == 1:
@@ -499,39 +525,34 @@ func usableTA(res tlsa.Result) bool {
 // dotless returns a DNS name without its trailing dot, as messages print it.
 func dotless(name string) string { return strings.TrimSuffix(name, ".") }
 
-// rotatingCAs are subject Organizations of CAs known to issue from several
-// intermediates in turn, chosen at random per certificate.
-var rotatingCAs = map[string]bool{"Let's Encrypt": true}
-
 // singleRotatingIntermediate returns the intermediate CA that every usable
 // DANE-TA record of the RRset matches, when there is exactly one such
 // certificate, it is an intermediate (not self-signed) and its CA rotates its
-// intermediates; otherwise nil. A usable 2 x x record that matches nothing
-// served is taken for another member of the issuer set.
-func singleRotatingIntermediate(chain []*x509.Certificate, res tlsa.Result) *x509.Certificate {
+// intermediates (it belongs to an issuer set of IssuerSets), with that set;
+// otherwise nil. A usable 2 x x record that matches nothing served is taken
+// for another member of the issuer set.
+func singleRotatingIntermediate(chain []*x509.Certificate, res tlsa.Result) (*x509.Certificate, *IssuerSet) {
 	var ca *x509.Certificate
 	for _, v := range res.Verdicts {
 		if !v.Usable || v.Record.Usage != tlsa.DANETA {
 			continue
 		}
 		if !v.Matched || v.Depth <= 0 || v.Depth >= len(chain) {
-			return nil // a record for another CA (or a bare key): an issuer set
+			return nil, nil // a record for another CA (or a bare key): an issuer set
 		}
 		c := chain[v.Depth]
 		if ca != nil && !bytes.Equal(ca.RawSubjectPublicKeyInfo, c.RawSubjectPublicKeyInfo) {
-			return nil
+			return nil, nil
 		}
 		ca = c
 	}
 	if ca == nil || bytes.Equal(ca.RawSubject, ca.RawIssuer) {
-		return nil
+		return nil, nil
 	}
-	for _, o := range ca.Subject.Organization {
-		if rotatingCAs[o] {
-			return ca
-		}
+	if set := IssuerSetOf(ca); set != nil {
+		return ca, set
 	}
-	return nil
+	return nil, nil
 }
 
 // nextKeyPublished reports whether every non-matching record is a spare that

@@ -57,7 +57,9 @@ type Config struct {
 	// MX lookup has a deadline of its own of the same length.
 	HostTimeout time.Duration
 	WarnDays    int // see Policy
-	Now         func() time.Time
+	// CriticalDays: see Policy (0: no CRITICAL for expiry or forecast).
+	CriticalDays int
+	Now          func() time.Time
 	// OnResult, when set, is called as each host and each domain is
 	// finished, one call at a time, so callers can stream results.
 	OnResult func(Result)
@@ -109,7 +111,7 @@ func Run(ctx context.Context, cfg Config, domains, hosts []string) Report {
 		res:    &limitedResolver{r: cfg.Resolver, sem: make(chan struct{}, cfg.DNSConcurrency)},
 		hosts:  map[string]*hostJob{},
 		perIP:  map[netip.Addr]chan struct{}{},
-		policy: Policy{WarnDays: cfg.WarnDays, Now: cfg.Now()},
+		policy: Policy{WarnDays: cfg.WarnDays, CriticalDays: cfg.CriticalDays, Now: cfg.Now()},
 	}
 	queue := make(chan *hostJob)
 	var workers sync.WaitGroup
