@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -86,7 +87,7 @@ EXAMPLES:
    tlsactl check --resolver 127.0.0.1:53 --json example.nl example.org
    tlsactl check --host mail.example.nl --warn-days 21 --prometheus /var/lib/node_exporter/tlsactl.prom
    tlsactl check --domains-from government-domains.txt --json > results.jsonl`,
-		Flags: []cli.Flag{
+		Flags: slices.Concat([]cli.Flag{
 			&cli.StringFlag{Name: flagResolver, EnvVars: []string{"TLSACTL_RESOLVER"}, Usage: "validating resolver `ADDR` (host or host:port; default: first nameserver of /etc/resolv.conf)"},
 			&cli.UintFlag{Name: flagPort, Aliases: []string{"p"}, Value: 25, Usage: "SMTP port to probe and to look up TLSA for"},
 			&cli.StringFlag{Name: flagStartTLS, Aliases: []string{"t"}, Value: "auto", Usage: "how TLS starts: smtp, imap, pop3, none (direct TLS) or auto (by port: 25/587 smtp, 143 imap, 110 pop3, 465/993/995/443 direct; smtp otherwise)"},
@@ -94,17 +95,54 @@ EXAMPLES:
 			&cli.IntFlag{Name: flagWarnDays, Value: 14, Usage: "warn when a certificate expires, DANE breaks (the forecast) or only one record will be left within `DAYS`"},
 			&cli.IntFlag{Name: flagCritDays, Value: 7, Usage: "CRITICAL when a certificate expires or DANE breaks (the forecast) within `DAYS` (0: never for these)"},
 			&cli.StringFlag{Name: flagDomainsFrom, Usage: "also check the domains in `FILE`, one a line (\"-\": stdin; blanks and # comments ignored), streaming the results"},
-			&cli.IntFlag{Name: flagConcurrency, Usage: "hosts checked at once (0: derived from the file-descriptor limit and memory, at most 1024)"},
-			&cli.IntFlag{Name: flagPerAddress, Value: check.DefaultPerAddress, Usage: "at most `N` probes to one IP address at a time"},
-			&cli.IntFlag{Name: flagDNSConc, Value: check.DefaultDNSConcurrency, Usage: "at most `N` resolver lookups in flight"},
+		}, checkLimitFlags(), []cli.Flag{
 			&cli.DurationFlag{Name: flagTimeout, Value: 30 * time.Second, Usage: "deadline for one host (all lookups and probes)"},
 			&cli.BoolFlag{Name: flagJSON, Usage: "print the whole report as JSON (with --domains-from: one JSON object a line)"},
 			&cli.StringFlag{Name: flagPrometheus, Usage: "also write a node-exporter textfile `FILE` (atomically)"},
 			&cli.StringFlag{Name: flagStateDir, EnvVars: []string{"TLSACTL_STATE_DIR"}, Usage: "record every secure TLSA RRset seen in the ledger of this state `DIR`, so rollovers know how long each has been published (a check timer every few minutes makes ages known)"},
 			&cli.StringFlag{Name: flagConfig, Usage: "configuration `FILE`: its state_dir is the ledger's, as --state-dir"},
-		},
+		}),
 		Action:      runCheck,
 		Subcommands: []*cli.Command{createCheckOutbound()},
+	}
+}
+
+// checkLimitFlags are the flags that bound a check run, shared by check and
+// serve: --concurrency, --per-address and --dns-concurrency.
+func checkLimitFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: flagConcurrency, Usage: "hosts checked at once (0: derived from the file-descriptor limit and memory, at most 1024)"},
+		&cli.IntFlag{Name: flagPerAddress, Value: check.DefaultPerAddress, Usage: "at most `N` probes to one IP address at a time"},
+		&cli.IntFlag{Name: flagDNSConc, Value: check.DefaultDNSConcurrency, Usage: "at most `N` resolver lookups in flight"},
+	}
+}
+
+// checkLimits validates the flags of checkLimitFlags and the further int
+// flags atLeastOne, which must be at least 1.
+func checkLimits(c *cli.Context, atLeastOne ...string) error {
+	if c.Int(flagConcurrency) < 0 {
+		return fmt.Errorf("--concurrency %d: want 0 (automatic) or more", c.Int(flagConcurrency))
+	}
+	for _, f := range append([]string{flagPerAddress, flagDNSConc}, atLeastOne...) {
+		if c.Int(f) < 1 {
+			return fmt.Errorf("--%s %d: want at least 1", f, c.Int(f))
+		}
+	}
+	return nil
+}
+
+// checkConfig is the check.Config of the flags that check and serve share,
+// with the validating resolver at addr and TLS started by proto on port.
+func checkConfig(c *cli.Context, addr string, proto starttls.Protocol, port uint) check.Config {
+	return check.Config{
+		Resolver:       &dnsx.Resolver{Addr: addr},
+		Prober:         check.STARTTLSProber{Protocol: proto},
+		Port:           uint16(port),
+		Concurrency:    c.Int(flagConcurrency),
+		PerAddress:     c.Int(flagPerAddress),
+		DNSConcurrency: c.Int(flagDNSConc),
+		HostTimeout:    c.Duration(flagTimeout),
+		WarnDays:       c.Int(flagWarnDays),
 	}
 }
 
@@ -130,13 +168,8 @@ func runCheck(c *cli.Context) error {
 	if c.Int(flagCritDays) < 0 || c.Int(flagWarnDays) < 0 {
 		return unknown(fmt.Errorf("--%s %d, --%s %d: want 0 or more", flagWarnDays, c.Int(flagWarnDays), flagCritDays, c.Int(flagCritDays)))
 	}
-	if c.Int(flagConcurrency) < 0 {
-		return unknown(fmt.Errorf("--concurrency %d: want 0 (automatic) or more", c.Int(flagConcurrency)))
-	}
-	for _, f := range []string{flagPerAddress, flagDNSConc} {
-		if c.Int(f) < 1 {
-			return unknown(fmt.Errorf("--%s %d: want at least 1", f, c.Int(f)))
-		}
+	if err := checkLimits(c); err != nil {
+		return unknown(err)
 	}
 	proto, err := starttls.ParseProtocol(c.String(flagStartTLS))
 	if err != nil {
@@ -150,17 +183,8 @@ func runCheck(c *cli.Context) error {
 	}
 	// Many hosts in flight need many sockets: use the hard limit.
 	check.RaiseFileLimit()
-	cfg := check.Config{
-		Resolver:       &dnsx.Resolver{Addr: addr},
-		Prober:         check.STARTTLSProber{Protocol: proto},
-		Port:           uint16(port),
-		Concurrency:    c.Int(flagConcurrency),
-		PerAddress:     c.Int(flagPerAddress),
-		DNSConcurrency: c.Int(flagDNSConc),
-		HostTimeout:    c.Duration(flagTimeout),
-		WarnDays:       c.Int(flagWarnDays),
-		CriticalDays:   c.Int(flagCritDays),
-	}
+	cfg := checkConfig(c, addr, proto, port)
+	cfg.CriticalDays = c.Int(flagCritDays)
 	// Progress counts domains and distinct direct hosts: one result each.
 	direct := map[string]bool{}
 	for _, h := range hosts {
@@ -297,48 +321,47 @@ func countActionable(fs []check.Finding) int {
 // collector never reads it.
 func writePrometheus(path string, rep check.Report) error {
 	var b strings.Builder
-	b.WriteString("# HELP tlsactl_host_status Check status per MX host address: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.\n# TYPE tlsactl_host_status gauge\n")
-	for _, h := range rep.Hosts {
-		for _, a := range h.Addresses {
-			fmt.Fprintf(&b, "tlsactl_host_status{host=%q,address=%q} %d\n", strings.TrimSuffix(h.Host, "."), a.Address, int(check.Worst(h.Status, a.Status)))
-		}
-	}
-	b.WriteString("# HELP tlsactl_tlsa_matching_records Usable TLSA records that match the served chain.\n# TYPE tlsactl_tlsa_matching_records gauge\n")
-	for _, h := range rep.Hosts {
-		for _, a := range h.Addresses {
-			fmt.Fprintf(&b, "tlsactl_tlsa_matching_records{host=%q,address=%q} %d\n", strings.TrimSuffix(h.Host, "."), a.Address, a.Matched)
-		}
-	}
-	b.WriteString("# HELP tlsactl_certificate_expiry_days Days until the served leaf certificate expires.\n# TYPE tlsactl_certificate_expiry_days gauge\n")
-	for _, h := range rep.Hosts {
-		for _, a := range h.Addresses {
-			if a.DaysToExpiry != nil {
-				fmt.Fprintf(&b, "tlsactl_certificate_expiry_days{host=%q,address=%q} %g\n", strings.TrimSuffix(h.Host, "."), a.Address, *a.DaysToExpiry)
+	// gauge writes one gauge with a sample per host address for which value
+	// has one (an int or a float64).
+	gauge := func(name, help string, value func(h check.HostReport, a check.AddressReport) (any, bool)) {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name)
+		for _, h := range rep.Hosts {
+			for _, a := range h.Addresses {
+				if v, ok := value(h, a); ok {
+					fmt.Fprintf(&b, "%s{host=%q,address=%q} %v\n", name, strings.TrimSuffix(h.Host, "."), a.Address, v)
+				}
 			}
 		}
 	}
-	b.WriteString("# HELP tlsactl_tlsa_usable_records Usable TLSA records (DANE-TA or DANE-EE with known parameters) of the host's RRset, as evaluated for the address.\n# TYPE tlsactl_tlsa_usable_records gauge\n")
-	for _, h := range rep.Hosts {
-		for _, a := range h.Addresses {
-			fmt.Fprintf(&b, "tlsactl_tlsa_usable_records{host=%q,address=%q} %d\n", strings.TrimSuffix(h.Host, "."), a.Address, a.Usable)
-		}
-	}
-	b.WriteString("# HELP tlsactl_dane_break_days Days until no TLSA record that matches now matches any more (forecast; 0 when none matches now; absent when one never stops on its own).\n# TYPE tlsactl_dane_break_days gauge\n")
-	for _, h := range rep.Hosts {
-		for _, a := range h.Addresses {
-			if a.Forecast != nil && a.Forecast.BreakDays != nil {
-				fmt.Fprintf(&b, "tlsactl_dane_break_days{host=%q,address=%q} %g\n", strings.TrimSuffix(h.Host, "."), a.Address, *a.Forecast.BreakDays)
+	gauge("tlsactl_host_status", "Check status per MX host address: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+		func(h check.HostReport, a check.AddressReport) (any, bool) {
+			return int(check.Worst(h.Status, a.Status)), true
+		})
+	gauge("tlsactl_tlsa_matching_records", "Usable TLSA records that match the served chain.",
+		func(_ check.HostReport, a check.AddressReport) (any, bool) { return a.Matched, true })
+	gauge("tlsactl_certificate_expiry_days", "Days until the served leaf certificate expires.",
+		func(_ check.HostReport, a check.AddressReport) (any, bool) {
+			if a.DaysToExpiry == nil {
+				return nil, false
 			}
-		}
-	}
-	b.WriteString("# HELP tlsactl_dane_single_record_days Days until at most one TLSA record will still match (forecast; absent when not foreseen or already at most one).\n# TYPE tlsactl_dane_single_record_days gauge\n")
-	for _, h := range rep.Hosts {
-		for _, a := range h.Addresses {
-			if a.Forecast != nil && a.Forecast.SingleDays != nil {
-				fmt.Fprintf(&b, "tlsactl_dane_single_record_days{host=%q,address=%q} %g\n", strings.TrimSuffix(h.Host, "."), a.Address, *a.Forecast.SingleDays)
+			return *a.DaysToExpiry, true
+		})
+	gauge("tlsactl_tlsa_usable_records", "Usable TLSA records (DANE-TA or DANE-EE with known parameters) of the host's RRset, as evaluated for the address.",
+		func(_ check.HostReport, a check.AddressReport) (any, bool) { return a.Usable, true })
+	gauge("tlsactl_dane_break_days", "Days until no TLSA record that matches now matches any more (forecast; 0 when none matches now; absent when one never stops on its own).",
+		func(_ check.HostReport, a check.AddressReport) (any, bool) {
+			if a.Forecast == nil || a.Forecast.BreakDays == nil {
+				return nil, false
 			}
-		}
-	}
+			return *a.Forecast.BreakDays, true
+		})
+	gauge("tlsactl_dane_single_record_days", "Days until at most one TLSA record will still match (forecast; absent when not foreseen or already at most one).",
+		func(_ check.HostReport, a check.AddressReport) (any, bool) {
+			if a.Forecast == nil || a.Forecast.SingleDays == nil {
+				return nil, false
+			}
+			return *a.Forecast.SingleDays, true
+		})
 	return writeFileAtomic(path, []byte(b.String()), 0o644)
 }
 

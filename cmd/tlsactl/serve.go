@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -69,7 +70,7 @@ EXAMPLES:
    tlsactl serve --config /etc/tlsactl/tlsactl.toml example.nl example.org
    tlsactl serve --listen :9748 --resolver 127.0.0.1:53 --host mail.example.nl
    curl 'http://127.0.0.1:9748/probe?target=example.nl'`,
-		Flags: []cli.Flag{
+		Flags: slices.Concat([]cli.Flag{
 			&cli.StringFlag{Name: flagListen, EnvVars: []string{"TLSACTL_LISTEN"}, Value: defaultListen, Usage: "serve HTTP on `ADDR` (host:port; \":9748\" for every interface)"},
 			&cli.DurationFlag{Name: flagInterval, Value: exporter.DefaultInterval, Usage: "check the configured hosts and domains every `DURATION`"},
 			&cli.DurationFlag{Name: flagProbeTimeout, Value: exporter.DefaultProbeTimeout, Usage: "deadline of a /probe check (a shorter X-Prometheus-Scrape-Timeout-Seconds wins)"},
@@ -82,12 +83,10 @@ EXAMPLES:
 			&cli.UintFlag{Name: flagPort, Aliases: []string{"p"}, Value: 25, Usage: "SMTP port of --host, the domains' MX hosts and /probe (a [[host]] port wins for that host)"},
 			&cli.StringFlag{Name: flagStartTLS, Aliases: []string{"t"}, Value: "auto", Usage: "how TLS starts: smtp, imap, pop3, none (direct TLS) or auto (by port)"},
 			&cli.IntFlag{Name: flagWarnDays, Value: 14, Usage: "warn when a certificate expires within `DAYS`"},
-			&cli.IntFlag{Name: flagConcurrency, Usage: "hosts checked at once (0: derived from the file-descriptor limit and memory, at most 1024)"},
-			&cli.IntFlag{Name: flagPerAddress, Value: check.DefaultPerAddress, Usage: "at most `N` probes to one IP address at a time"},
-			&cli.IntFlag{Name: flagDNSConc, Value: check.DefaultDNSConcurrency, Usage: "at most `N` resolver lookups in flight"},
+		}, checkLimitFlags(), []cli.Flag{
 			&cli.DurationFlag{Name: flagTimeout, Value: check.DefaultHostTimeout, Usage: "deadline for one host of a scheduled check (all lookups and probes)"},
 			&cli.StringFlag{Name: flagStateDir, EnvVars: []string{"TLSACTL_STATE_DIR"}, Usage: "record every secure TLSA RRset seen in the ledger of this state `DIR`"},
-		},
+		}),
 		Action: runServe,
 	}
 }
@@ -110,13 +109,8 @@ func runServe(c *cli.Context) error {
 			return badInput(fmt.Errorf("--%s %s: want a positive duration", f, c.Duration(f)))
 		}
 	}
-	if c.Int(flagConcurrency) < 0 {
-		return badInput(fmt.Errorf("--concurrency %d: want 0 (automatic) or more", c.Int(flagConcurrency)))
-	}
-	for _, f := range []string{flagPerAddress, flagDNSConc, flagMaxProbes} {
-		if c.Int(f) < 1 {
-			return badInput(fmt.Errorf("--%s %d: want at least 1", f, c.Int(f)))
-		}
+	if err := checkLimits(c, flagMaxProbes); err != nil {
+		return badInput(err)
 	}
 	proto, err := starttls.ParseProtocol(c.String(flagStartTLS))
 	if err != nil {
@@ -153,16 +147,7 @@ func runServe(c *cli.Context) error {
 
 	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, nil))
 	exp := exporter.New(exporter.Options{
-		Check: check.Config{
-			Resolver:       &dnsx.Resolver{Addr: addr},
-			Prober:         check.STARTTLSProber{Protocol: proto},
-			Port:           uint16(port),
-			Concurrency:    c.Int(flagConcurrency),
-			PerAddress:     c.Int(flagPerAddress),
-			DNSConcurrency: c.Int(flagDNSConc),
-			HostTimeout:    c.Duration(flagTimeout),
-			WarnDays:       c.Int(flagWarnDays),
-		},
+		Check:         checkConfig(c, addr, proto, port),
 		Domains:       domains,
 		Hosts:         hosts,
 		Interval:      c.Duration(flagInterval),

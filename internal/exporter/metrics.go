@@ -14,40 +14,45 @@ import (
 
 // The metric names are a contract with alert rules: never rename them.
 var (
-	descHostStatus = prometheus.NewDesc("tlsactl_host_status",
+	descHostStatus = newDesc("tlsactl_host_status",
 		"DANE check status of an MX host address: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the worse of the host's and the address's status; address=\"\" when the host has no address to check).",
-		[]string{"host", "address"}, nil)
-	descMatching = prometheus.NewDesc("tlsactl_tlsa_matching_records",
+		"host", "address")
+	descMatching = newDesc("tlsactl_tlsa_matching_records",
 		"Usable TLSA records of the host that match the chain served at this address (NCSC: 2 with a rollover scheme; 0 means DANE senders defer mail).",
-		[]string{"host", "address"}, nil)
-	descUsable = prometheus.NewDesc("tlsactl_tlsa_usable_records",
+		"host", "address")
+	descUsable = newDesc("tlsactl_tlsa_usable_records",
 		"TLSA records of the host usable for SMTP (RFC 7672: DANE-TA(2) and DANE-EE(3) with known selector and matching type); fewer than 2 means no rollover scheme.",
-		[]string{"host", "address"}, nil)
-	descExpiry = prometheus.NewDesc("tlsactl_certificate_expiry_days",
+		"host", "address")
+	descExpiry = newDesc("tlsactl_certificate_expiry_days",
 		"Days until the leaf certificate served at this address expires (negative once expired).",
-		[]string{"host", "address"}, nil)
-	descBreak = prometheus.NewDesc("tlsactl_dane_break_days",
+		"host", "address")
+	descBreak = newDesc("tlsactl_dane_break_days",
 		"Forecast: days until no TLSA record that matches the chain served at this address now matches any more (certificates expire; DANE senders then defer mail); 0 when none matches now; absent when a record never stops matching on its own (3 x x).",
-		[]string{"host", "address"}, nil)
-	descSingle = prometheus.NewDesc("tlsactl_dane_single_record_days",
+		"host", "address")
+	descSingle = newDesc("tlsactl_dane_single_record_days",
 		"Forecast: days until at most one TLSA record still matches the chain served at this address (the rollover scheme is lost); absent when not foreseen or when at most one matches already.",
-		[]string{"host", "address"}, nil)
-	descBogus = prometheus.NewDesc("tlsactl_tlsa_dnssec_bogus",
+		"host", "address")
+	descBogus = newDesc("tlsactl_tlsa_dnssec_bogus",
 		"1 when the validating resolver answered the host's TLSA lookup as DNSSEC-bogus (SERVFAIL: DANE senders defer all mail), else 0.",
-		[]string{"host"}, nil)
-	descSuccess = prometheus.NewDesc("tlsactl_check_success",
+		"host")
+	descSuccess = newDesc("tlsactl_check_success",
 		"1 when the check of the host completed (every lookup answered and every probe finished within the deadline), 0 when it was cut short or a lookup failed (its status is then not trustworthy).",
-		[]string{"host"}, nil)
-	descDuration = prometheus.NewDesc("tlsactl_check_duration_seconds",
+		"host")
+	descDuration = newDesc("tlsactl_check_duration_seconds",
 		"Seconds the last check of the host took, from its first lookup to its result.",
-		[]string{"host"}, nil)
-	descLastCheck = prometheus.NewDesc("tlsactl_last_check_timestamp_seconds",
+		"host")
+	descLastCheck = newDesc("tlsactl_last_check_timestamp_seconds",
 		"Unix time at which the last check of the host finished.",
-		[]string{"host"}, nil)
-	descMXSecure = prometheus.NewDesc("tlsactl_domain_mx_dnssec_secure",
+		"host")
+	descMXSecure = newDesc("tlsactl_domain_mx_dnssec_secure",
 		"1 when the mail domain's MX RRset (or its implicit MX) validated as DNSSEC-secure, else 0 (insecure, bogus or lookup failure).",
-		[]string{"domain"}, nil)
+		"domain")
 )
+
+// newDesc describes a metric without constant labels.
+func newDesc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, labels, nil)
+}
 
 // HostResult is the outcome of one host's check as the exporter serves it.
 type HostResult struct {

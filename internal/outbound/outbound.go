@@ -114,7 +114,7 @@ func (r *Report) Finish() {
 		r.Status = check.Worst(r.Status, f.Severity)
 	}
 	sort.SliceStable(r.Findings, func(i, j int) bool {
-		return rankOf(r.Findings[i].Severity) > rankOf(r.Findings[j].Severity)
+		return worse(r.Findings[i].Severity, r.Findings[j].Severity)
 	})
 }
 
@@ -129,14 +129,6 @@ func Enforcing(findings []Finding) bool {
 	return true
 }
 
-func rankOf(s Severity) int {
-	switch s {
-	case Critical:
-		return 3
-	case Unknown:
-		return 2
-	case Warning:
-		return 1
-	}
-	return 0
-}
+// worse reports whether a ranks above b in check's order of "worst of"
+// (CRITICAL > UNKNOWN > WARNING > OK), as check.Worst decides it.
+func worse(a, b Severity) bool { return a != b && check.Worst(b, a) == a }

@@ -64,34 +64,75 @@ func StartPostfix(ctx context.Context, dir string, cfg PostfixConfig) (*Postfix,
 	if cfg.Hostname == "" {
 		cfg.Hostname = "mail.example.test"
 	}
-	if err := ensureDir(dir); err != nil {
-		return nil, err
-	}
-	dir, err = filepath.Abs(dir)
+	dir, err = preparePostfixDir(dir, "postfix")
 	if err != nil {
 		return nil, err
+	}
+	return startPostfixInstance(ctx, "postfix", func(port int) (*Postfix, *proc, error) {
+		pf := &Postfix{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, Dir: dir, cfg: cfg, postfix: bin}
+		if !cfg.NoSTARTTLS {
+			if err := pf.writeCertFiles(1, cfg.KeyPEM, cfg.ChainPEM); err != nil {
+				return nil, nil, err
+			}
+			pf.version = 1
+		}
+		if err := pf.writeMainCf(); err != nil {
+			return nil, nil, err
+		}
+		if err := writeMasterCf(dir, port); err != nil {
+			return nil, nil, err
+		}
+		var err error
+		pf.p, err = startProc(dir, &syncBuffer{}, bin, "-c", dir, "start-fg")
+		return pf, pf.p, err
+	})
+}
+
+// preparePostfixDir makes dir, as an absolute path, ready for a private
+// Postfix instance (what names it in errors): searchable by user postfix, a
+// data directory owned by postfix and a spool directory below it.
+func preparePostfixDir(dir, what string) (string, error) {
+	if err := ensureDir(dir); err != nil {
+		return "", err
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
 	}
 	// Postfix daemons run as user postfix and open data_directory by its
 	// absolute path: every ancestor must be searchable (t.TempDir is 0700).
 	if err := makeSearchable(dir); err != nil {
-		return nil, err
+		return "", err
 	}
 	pu, err := user.Lookup("postfix")
 	if err != nil {
-		return nil, fmt.Errorf("testbed: postfix: %w", err)
+		return "", fmt.Errorf("testbed: %s: %w", what, err)
 	}
 	uid, _ := strconv.Atoi(pu.Uid)
 	gid, _ := strconv.Atoi(pu.Gid)
 	data := filepath.Join(dir, "data")
 	if err := os.MkdirAll(data, 0o700); err != nil {
-		return nil, err
+		return "", err
 	}
 	if err := os.Chown(data, uid, gid); err != nil {
-		return nil, err
+		return "", err
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "spool"), 0o755); err != nil {
-		return nil, err
+		return "", err
 	}
+	return dir, nil
+}
+
+// startPostfixInstance starts a Postfix instance on a free port of
+// 127.0.0.1 and waits until its smtpd answers with a 220 banner, trying up to
+// three ports (a lost port race). launch writes the instance's configuration
+// for port and starts it, returning the instance and its start-fg process;
+// what names it in errors.
+func startPostfixInstance[T interface {
+	Stop() error
+	Log() string
+}](ctx context.Context, what string, launch func(port int) (T, *proc, error)) (T, error) {
+	var zero T
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
 
@@ -99,36 +140,24 @@ func StartPostfix(ctx context.Context, dir string, cfg PostfixConfig) (*Postfix,
 	for attempt := 0; attempt < 3; attempt++ {
 		port, err := freePort("127.0.0.1")
 		if err != nil {
-			return nil, err
+			return zero, err
 		}
-		pf := &Postfix{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, Dir: dir, cfg: cfg, postfix: bin}
-		if !cfg.NoSTARTTLS {
-			if err := pf.writeCertFiles(1, cfg.KeyPEM, cfg.ChainPEM); err != nil {
-				return nil, err
-			}
-			pf.version = 1
-		}
-		if err := pf.writeMainCf(); err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(filepath.Join(dir, "master.cf"), []byte(masterCf(port)), 0o644); err != nil {
-			return nil, err
-		}
-		pf.p, err = startProc(dir, &syncBuffer{}, bin, "-c", dir, "start-fg")
+		inst, p, err := launch(port)
 		if err != nil {
-			return nil, err
+			return zero, err
 		}
-		lastErr = poll(ctx, pf.p.exited, func(ctx context.Context) error { return smtpBanner(ctx, pf.Addr) })
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		lastErr = poll(ctx, p.exited, func(ctx context.Context) error { return smtpBanner(ctx, addr) })
 		if lastErr == nil {
-			return pf, nil
+			return inst, nil
 		}
-		stopErr := pf.Stop()
+		stopErr := inst.Stop()
 		var retry bool
-		if lastErr, retry = notReady("postfix", fmt.Errorf("%w (stop: %v)", lastErr, stopErr), pf.Log()); !retry {
+		if lastErr, retry = notReady(what, fmt.Errorf("%w (stop: %v)", lastErr, stopErr), inst.Log()); !retry {
 			break
 		}
 	}
-	return nil, lastErr
+	return zero, lastErr
 }
 
 // NewPostfix starts a private Postfix in a fresh temporary directory and
@@ -166,7 +195,12 @@ func (pf *Postfix) SwapCertificate(keyPEM, chainPEM []byte) error {
 	if err := pf.writeMainCf(); err != nil {
 		return err
 	}
-	out, err := exec.Command(pf.postfix, "-c", pf.Dir, "reload").CombinedOutput()
+	return postfixReload(pf.postfix, pf.Dir)
+}
+
+// postfixReload runs `postfix -c dir reload` with the postfix command bin.
+func postfixReload(bin, dir string) error {
+	out, err := exec.Command(bin, "-c", dir, "reload").CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("testbed: postfix reload: %w: %s", err, out)
 	}
@@ -181,25 +215,7 @@ func (pf *Postfix) Stop() error {
 }
 
 func (pf *Postfix) stop() error {
-	var errs []string
-	select {
-	case <-pf.p.exited:
-	default:
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		out, err := exec.CommandContext(ctx, pf.postfix, "-c", pf.Dir, "stop").CombinedOutput()
-		cancel()
-		if err != nil {
-			errs = append(errs, fmt.Sprintf("postfix stop: %v: %s", err, strings.TrimSpace(string(out))))
-			pf.killMaster()
-		}
-		select {
-		case <-pf.p.exited:
-		case <-time.After(15 * time.Second):
-			errs = append(errs, "start-fg did not exit after postfix stop")
-			pf.killMaster()
-			_ = pf.p.stop(5 * time.Second)
-		}
-	}
+	errs := stopPostfixMaster(pf.postfix, pf.Dir, pf.p)
 	// master is gone when start-fg returns; make sure nothing still listens.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -220,10 +236,40 @@ func (pf *Postfix) stop() error {
 	return nil
 }
 
-// killMaster kills the instance's master and every daemon it started: master
-// runs in its own session, so its process group is exactly this instance.
-func (pf *Postfix) killMaster() {
-	b, err := os.ReadFile(filepath.Join(pf.Dir, "spool", "pid", "master.pid"))
+// stopPostfixMaster runs `postfix -c dir stop` (bin is the postfix command)
+// and waits for start-fg, p, to exit; as a last resort it kills the master's
+// session. It returns what went wrong.
+func stopPostfixMaster(bin, dir string, p *proc) []string {
+	var errs []string
+	select {
+	case <-p.exited:
+	default:
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := exec.CommandContext(ctx, bin, "-c", dir, "stop").CombinedOutput()
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("postfix stop: %v: %s", err, strings.TrimSpace(string(out))))
+			killPostfixMaster(dir)
+		}
+		select {
+		case <-p.exited:
+		case <-time.After(15 * time.Second):
+			errs = append(errs, "start-fg did not exit after postfix stop")
+			killPostfixMaster(dir)
+			_ = p.stop(5 * time.Second)
+		}
+	}
+	return errs
+}
+
+// killMaster kills the instance's master and every daemon it started.
+func (pf *Postfix) killMaster() { killPostfixMaster(pf.Dir) }
+
+// killPostfixMaster kills the master of the instance in dir and every daemon
+// it started: master runs in its own session, so its process group is
+// exactly this instance.
+func killPostfixMaster(dir string) {
+	b, err := os.ReadFile(filepath.Join(dir, "spool", "pid", "master.pid"))
 	if err != nil {
 		return
 	}
@@ -246,17 +292,8 @@ func (pf *Postfix) writeCertFiles(v int, keyPEM, chainPEM []byte) error {
 
 func (pf *Postfix) writeMainCf() error {
 	var b strings.Builder
-	fmt.Fprintf(&b, `compatibility_level = 3.6
-queue_directory = %s
-data_directory = %s
-command_directory = /usr/sbin
-daemon_directory = /usr/lib/postfix/sbin
-shlib_directory = /usr/lib/postfix
-meta_directory = /etc/postfix
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = %s
-mydomain = example.test
+	writeMainCfHead(&b, pf.Dir, pf.cfg.Hostname)
+	b.WriteString(`mydomain = example.test
 mydestination =
 relay_domains =
 mynetworks = 127.0.0.0/8
@@ -269,7 +306,7 @@ biff = no
 smtpd_banner = $myhostname ESMTP
 smtpd_tls_loglevel = 1
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-`, filepath.Join(pf.Dir, "spool"), filepath.Join(pf.Dir, "data"), pf.cfg.Hostname)
+`)
 	if pf.cfg.NoSTARTTLS {
 		b.WriteString("smtpd_tls_security_level = none\n")
 	} else {
@@ -280,6 +317,27 @@ smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 		b.WriteString(l + "\n")
 	}
 	return writeAtomic(filepath.Join(pf.Dir, "main.cf"), []byte(b.String()), 0o644)
+}
+
+// writeMainCfHead writes the first lines of a private instance's main.cf:
+// its directories below dir (see preparePostfixDir), owners and myhostname.
+func writeMainCfHead(b *strings.Builder, dir, hostname string) {
+	fmt.Fprintf(b, `compatibility_level = 3.6
+queue_directory = %s
+data_directory = %s
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+shlib_directory = /usr/lib/postfix
+meta_directory = /etc/postfix
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = %s
+`, filepath.Join(dir, "spool"), filepath.Join(dir, "data"), hostname)
+}
+
+// writeMasterCf writes dir/master.cf (see masterCf).
+func writeMasterCf(dir string, port int) error {
+	return os.WriteFile(filepath.Join(dir, "master.cf"), []byte(masterCf(port)), 0o644)
 }
 
 // masterCf is Debian's master.cf reduced to what smtpd needs, with chroot

@@ -9,12 +9,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -78,68 +76,28 @@ func StartPostfixSender(ctx context.Context, dir string, cfg SenderConfig) (*Pos
 	if cfg.Hostname == "" {
 		cfg.Hostname = "sender.example.test"
 	}
-	if err := ensureDir(dir); err != nil {
-		return nil, err
-	}
-	dir, err := filepath.Abs(dir)
+	dir, err := preparePostfixDir(dir, "postfix sender")
 	if err != nil {
-		return nil, err
-	}
-	if err := makeSearchable(dir); err != nil {
-		return nil, err
-	}
-	pu, err := user.Lookup("postfix")
-	if err != nil {
-		return nil, fmt.Errorf("testbed: postfix sender: %w", err)
-	}
-	uid, _ := strconv.Atoi(pu.Uid)
-	gid, _ := strconv.Atoi(pu.Gid)
-	data := filepath.Join(dir, "data")
-	if err := os.MkdirAll(data, 0o700); err != nil {
-		return nil, err
-	}
-	if err := os.Chown(data, uid, gid); err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(filepath.Join(dir, "spool"), 0o755); err != nil {
 		return nil, err
 	}
 	resolv := filepath.Join(dir, "resolv.conf")
 	if err := os.WriteFile(resolv, []byte(fmt.Sprintf("nameserver %s\noptions trust-ad edns0 attempts:2 timeout:2\n", cfg.ResolverIP)), 0o644); err != nil {
 		return nil, err
 	}
-	ctx, cancel := withDefaultTimeout(ctx)
-	defer cancel()
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		port, err := freePort("127.0.0.1")
-		if err != nil {
-			return nil, err
-		}
+	return startPostfixInstance(ctx, "postfix sender", func(port int) (*PostfixSender, *proc, error) {
 		s := &PostfixSender{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, Dir: dir, cfg: cfg,
 			resolv: resolv, postfix: bins["postfix"], sendmail: bins["sendmail"], postqueue: bins["postqueue"]}
 		if err := writeAtomic(filepath.Join(dir, "main.cf"), []byte(s.mainCf()), 0o644); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		if err := os.WriteFile(filepath.Join(dir, "master.cf"), []byte(masterCf(port)), 0o644); err != nil {
-			return nil, err
+		if err := writeMasterCf(dir, port); err != nil {
+			return nil, nil, err
 		}
+		var err error
 		s.p, err = startProc(dir, &syncBuffer{}, bins["unshare"], "-m", "sh", "-c",
 			`mount --bind "$0" /etc/resolv.conf && exec "$@"`, resolv, s.postfix, "-c", dir, "start-fg")
-		if err != nil {
-			return nil, err
-		}
-		lastErr = poll(ctx, s.p.exited, func(ctx context.Context) error { return smtpBanner(ctx, s.Addr) })
-		if lastErr == nil {
-			return s, nil
-		}
-		stopErr := s.Stop()
-		var retry bool
-		if lastErr, retry = notReady("postfix sender", fmt.Errorf("%w (stop: %v)", lastErr, stopErr), s.Log()); !retry {
-			break
-		}
-	}
-	return nil, lastErr
+		return s, s.p, err
+	})
 }
 
 // NewPostfixSender starts a sender in a fresh temporary directory and stops
@@ -156,17 +114,8 @@ func NewPostfixSender(tb testing.TB, cfg SenderConfig) *PostfixSender {
 
 func (s *PostfixSender) mainCf() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, `compatibility_level = 3.6
-queue_directory = %s
-data_directory = %s
-command_directory = /usr/sbin
-daemon_directory = /usr/lib/postfix/sbin
-shlib_directory = /usr/lib/postfix
-meta_directory = /etc/postfix
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = %s
-myorigin = $myhostname
+	writeMainCfHead(&b, s.Dir, s.cfg.Hostname)
+	b.WriteString(`myorigin = $myhostname
 mydomain = example.test
 mydestination =
 relayhost =
@@ -187,7 +136,7 @@ notify_classes =
 delay_warning_time = 0h
 bounce_queue_lifetime = 1h
 maximal_queue_lifetime = 1h
-`, filepath.Join(s.Dir, "spool"), filepath.Join(s.Dir, "data"), s.cfg.Hostname)
+`)
 	for _, l := range s.cfg.Extra {
 		b.WriteString(l + "\n")
 	}
@@ -212,13 +161,7 @@ func (s *PostfixSender) Postconf(args ...string) error {
 }
 
 // Reload runs `postfix -c dir reload`.
-func (s *PostfixSender) Reload() error {
-	out, err := exec.Command(s.postfix, "-c", s.Dir, "reload").CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("testbed: postfix reload: %w: %s", err, out)
-	}
-	return nil
-}
+func (s *PostfixSender) Reload() error { return postfixReload(s.postfix, s.Dir) }
 
 // Send submits a message with Postfix's sendmail (`sendmail -C dir -i -f
 // from -- to`); Subject is set, so that receivers can tell messages apart.
@@ -307,38 +250,10 @@ func (s *PostfixSender) WaitDeferred(ctx context.Context, rcpt string) (string, 
 // Idempotent.
 func (s *PostfixSender) Stop() error {
 	s.once.Do(func() {
-		var errs []string
-		select {
-		case <-s.p.exited:
-		default:
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			out, err := exec.CommandContext(ctx, s.postfix, "-c", s.Dir, "stop").CombinedOutput()
-			cancel()
-			if err != nil {
-				errs = append(errs, fmt.Sprintf("postfix stop: %v: %s", err, strings.TrimSpace(string(out))))
-				s.killMaster()
-			}
-			select {
-			case <-s.p.exited:
-			case <-time.After(15 * time.Second):
-				errs = append(errs, "start-fg did not exit after postfix stop")
-				s.killMaster()
-				_ = s.p.stop(5 * time.Second)
-			}
-		}
+		errs := stopPostfixMaster(s.postfix, s.Dir, s.p)
 		if len(errs) > 0 {
 			s.serr = fmt.Errorf("testbed: postfix sender %s: %s", s.Dir, strings.Join(errs, "; "))
 		}
 	})
 	return s.serr
-}
-
-func (s *PostfixSender) killMaster() {
-	b, err := os.ReadFile(filepath.Join(s.Dir, "spool", "pid", "master.pid"))
-	if err != nil {
-		return
-	}
-	if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-	}
 }
