@@ -53,7 +53,12 @@ func main() {
 // exit code. It writes only to stdout and stderr.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	app := newApp(stdin, stdout, stderr)
-	err := app.RunContext(ctx, permuteArgs(args, app))
+	if len(args) < 2 || args[len(args)-1] != completionFlag {
+		// Completion requests are left as typed: urfave/cli wants the
+		// flag last and no "--" before it.
+		args = permuteArgs(args, app)
+	}
+	err := app.RunContext(ctx, args)
 	if err == nil {
 		return exitOK
 	}
@@ -84,6 +89,8 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 checks a served certificate chain against a TLSA RRset with the SMTP rules of RFC 7672,
 and follows the NCSC procedure: a "3 1 1" (server key) and a "2 1 1" (issuing CA key)
 record under _25._tcp.<mx-host>, of which at least one must match at every moment.`,
+		Version:                   readVersion().Version,
+		EnableBashCompletion:      true,
 		Reader:                    stdin,
 		Writer:                    stdout,
 		ErrWriter:                 stderr,
@@ -103,6 +110,9 @@ record under _25._tcp.<mx-host>, of which at least one must match at every momen
 			createACME(),
 			createMigration(),
 			createServe(),
+			createVersion(),
+			createMan(),
+			createCompletion(),
 		},
 	}
 	for _, c := range app.Commands {
