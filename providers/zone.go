@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/miekg/dns"
 	"github.com/tlsactl/tlsactl/internal/dnsx"
@@ -23,125 +21,23 @@ import (
 // sections; any other outcome (SERVFAIL, a network error, a response that
 // does not match the question) is an error. A SERVFAIL from a validating
 // resolver means the answer was bogus and must be returned as an error,
-// never as an empty answer.
-//
-// The resolver tlsactl uses internally satisfies Resolver and also
-// classifies negative answers and address lookups itself (DNSSEC status,
-// negative TTL, Extended DNS Errors); with any other Resolver these are
-// derived from the Exchange responses: a response without the wanted records
-// is an error wrapping ErrNoRecords, and the addresses of a name are the A
-// and AAAA records at the end of its CNAME chain.
+// never as an empty answer. Negative answers and address lookups are derived
+// from Exchange's responses by tlsactl's own DNS code (its errors wrap the
+// dnsx sentinels whatever the Resolver).
 type Resolver interface {
 	Exchange(ctx context.Context, name string, qtype uint16) (*dns.Msg, error)
 }
 
-// ErrNoRecords is wrapped by the error FindZone, AuthServers and ServersFor
-// return when a Resolver other than tlsactl's own answered NOERROR or
-// NXDOMAIN without the wanted records. (tlsactl's own resolver returns its
-// own NXDOMAIN and NODATA errors instead.)
-var ErrNoRecords = errors.New("providers: no records of the wanted type")
-
-// negativeErrorer and addrsLooker are the classifying methods of
-// *dnsx.Resolver; other Resolvers get the fallbacks below.
-type negativeErrorer interface {
-	NegativeError(name string, qtype uint16, resp *dns.Msg) *dnsx.LookupError
-}
-
-type addrsLooker interface {
-	LookupAddrs(ctx context.Context, host string) (*dnsx.AddrsResult, error)
-}
-
-// isNil reports whether r is nil or a nil pointer in an interface (such as
-// a nil *dnsx.Resolver field passed on unchanged).
-func isNil(r Resolver) bool {
-	if r == nil {
-		return true
+// resolverOf returns tlsactl's resolver for r: r itself when it is one (a
+// nil *dnsx.Resolver stays nil), else one that sends its queries through r.
+func resolverOf(r Resolver) *dnsx.Resolver {
+	switch v := r.(type) {
+	case nil:
+		return nil
+	case *dnsx.Resolver:
+		return v
 	}
-	v := reflect.ValueOf(r)
-	return v.Kind() == reflect.Pointer && v.IsNil()
-}
-
-// negativeError describes a NOERROR/NXDOMAIN response that lacks the
-// wanted records.
-func negativeError(r Resolver, name string, qtype uint16, resp *dns.Msg) error {
-	if n, ok := r.(negativeErrorer); ok {
-		return n.NegativeError(name, qtype, resp)
-	}
-	return fmt.Errorf("%s %s: %w (rcode %s)", dns.Fqdn(name), dns.TypeToString[qtype], ErrNoRecords, dns.RcodeToString[resp.Rcode])
-}
-
-// lookupAddrs returns the A then AAAA addresses of host. The error is
-// non-nil when a lookup failed or when there is no address at all.
-func lookupAddrs(ctx context.Context, r Resolver, host string) ([]netip.Addr, error) {
-	if l, ok := r.(addrsLooker); ok {
-		res, err := l.LookupAddrs(ctx, host)
-		if err != nil {
-			return nil, err
-		}
-		return res.Addrs, nil
-	}
-	host = dns.Fqdn(host)
-	families := [2]uint16{dns.TypeA, dns.TypeAAAA}
-	var (
-		wg    sync.WaitGroup
-		resps [2]*dns.Msg
-		errs  [2]error
-	)
-	for i, t := range families {
-		wg.Go(func() { resps[i], errs[i] = r.Exchange(ctx, host, t) })
-	}
-	wg.Wait()
-	if err := errors.Join(errs[0], errs[1]); err != nil {
-		return nil, err
-	}
-	var addrs []netip.Addr
-	for i, t := range families {
-		if resps[i].Rcode != dns.RcodeSuccess {
-			continue
-		}
-		for _, rr := range chainEnd(host, t, resps[i].Answer) {
-			var ip netip.Addr
-			switch v := rr.(type) {
-			case *dns.A:
-				ip, _ = netip.AddrFromSlice(v.A.To4())
-			case *dns.AAAA:
-				ip, _ = netip.AddrFromSlice(v.AAAA.To16())
-			}
-			if ip.IsValid() {
-				addrs = append(addrs, ip)
-			}
-		}
-	}
-	if len(addrs) == 0 {
-		return nil, negativeError(r, host, dns.TypeA, resps[0])
-	}
-	return addrs, nil
-}
-
-// chainEnd follows the CNAMEs from name in answer and returns the records
-// of qtype owned by the end of the chain.
-func chainEnd(name string, qtype uint16, answer []dns.RR) []dns.RR {
-	cur := name
-	for range 16 {
-		next := ""
-		for _, rr := range answer {
-			if c, ok := rr.(*dns.CNAME); ok && strings.EqualFold(c.Hdr.Name, cur) {
-				next = dns.Fqdn(c.Target)
-				break
-			}
-		}
-		if next == "" {
-			break
-		}
-		cur = next
-	}
-	var out []dns.RR
-	for _, rr := range answer {
-		if h := rr.Header(); h.Rrtype == qtype && strings.EqualFold(h.Name, cur) {
-			out = append(out, rr)
-		}
-	}
-	return out
+	return &dnsx.Resolver{Upstream: r}
 }
 
 // AuthServer is one authoritative server of a zone: its NS name and the
@@ -163,11 +59,12 @@ func (s AuthServer) String() string {
 // the validating resolver r for SOA records: at name itself (an apex answers
 // with its SOA), else the SOA in the authority section of the NODATA or
 // NXDOMAIN answer names the zone; without one, it walks up one label at a
-// time. A failed or bogus lookup (an error from r.Exchange) is returned as
-// such, never taken for "no zone here". When no zone answers up to the
-// root, the error says so (for tlsactl's own resolver it wraps its NXDOMAIN
-// or NODATA error, otherwise ErrNoRecords).
-func FindZone(ctx context.Context, r Resolver, name string) (string, error) {
+// time. Failures are *dnsx.LookupError values wrapping the dnsx sentinels: a
+// bogus (ErrBogus) or failed (ErrLookupFailed) lookup is returned as such,
+// never taken for "no zone here". When no zone answers up to the root, the
+// error wraps ErrNXDomain or ErrNoData.
+func FindZone(ctx context.Context, resolver Resolver, name string) (string, error) {
+	r := resolverOf(resolver)
 	name = dns.Fqdn(strings.ToLower(name))
 	var last error
 	for cur := name; ; {
@@ -178,7 +75,7 @@ func FindZone(ctx context.Context, r Resolver, name string) (string, error) {
 		if zone, ok := zoneFromSOAResponse(cur, resp); ok {
 			return zone, nil
 		}
-		last = negativeError(r, cur, dns.TypeSOA, resp)
+		last = r.NegativeError(cur, dns.TypeSOA, resp)
 		if cur == "." {
 			return "", fmt.Errorf("no zone found for %s: %w", name, last)
 		}
@@ -231,9 +128,10 @@ func parent(name string) string {
 // the resolver r returns for zone, and the A and AAAA addresses of every NS
 // name, with port (0 means 53). Servers are sorted by name. An NS name
 // without any address, or whose lookup is bogus or failed, is an error: a
-// propagation check that skipped it would be incomplete. Errors are those of
-// r.Exchange, or (no NS records, no address) as for FindZone.
-func AuthServers(ctx context.Context, r Resolver, zone string, port int) ([]AuthServer, error) {
+// propagation check that skipped it would be incomplete. Errors wrap the
+// dnsx sentinels.
+func AuthServers(ctx context.Context, resolver Resolver, zone string, port int) ([]AuthServer, error) {
+	r := resolverOf(resolver)
 	if port == 0 {
 		port = 53
 	}
@@ -252,22 +150,22 @@ func AuthServers(ctx context.Context, r Resolver, zone string, port int) ([]Auth
 		}
 	}
 	if len(names) == 0 {
-		return nil, fmt.Errorf("NS of zone %s: %w", zone, negativeError(r, zone, dns.TypeNS, resp))
+		return nil, fmt.Errorf("NS of zone %s: %w", zone, r.NegativeError(zone, dns.TypeNS, resp))
 	}
 	slices.Sort(names)
 	names = slices.Compact(names)
 
 	type result struct {
-		addrs []netip.Addr
-		err   error
+		res *dnsx.AddrsResult
+		err error
 	}
 	results := make([]result, len(names))
 	done := make(chan struct{})
 	for i, n := range names {
 		go func() {
 			defer func() { done <- struct{}{} }()
-			addrs, err := lookupAddrs(ctx, r, n)
-			results[i] = result{addrs, err}
+			res, err := r.LookupAddrs(ctx, n)
+			results[i] = result{res, err}
 		}()
 	}
 	for range names {
@@ -281,7 +179,7 @@ func AuthServers(ctx context.Context, r Resolver, zone string, port int) ([]Auth
 			continue
 		}
 		s := AuthServer{Name: n}
-		for _, a := range results[i].addrs {
+		for _, a := range results[i].res.Addrs {
 			ap := netip.AddrPortFrom(a.Unmap(), uint16(port))
 			if !slices.Contains(s.Addrs, ap) {
 				s.Addrs = append(s.Addrs, ap)
@@ -343,11 +241,12 @@ func parseAddrPort(s string) (netip.AddrPort, error) {
 // it: senders ask the NS set, so a check that skipped it would prove
 // nothing about what they see. An address is asked once: a later entry
 // with an address already listed loses that address, and disappears when
-// none is left. With a nil r (or a nil pointer in r) only extra is used.
-// Errors are those of AuthServers and ExplicitServers.
-func ServersFor(ctx context.Context, r Resolver, zone string, port int, extra []string) ([]AuthServer, error) {
+// none is left. With a nil r only extra is used. Errors are those of
+// AuthServers and ExplicitServers.
+func ServersFor(ctx context.Context, resolver Resolver, zone string, port int, extra []string) ([]AuthServer, error) {
+	r := resolverOf(resolver)
 	var list []AuthServer
-	if !isNil(r) {
+	if r != nil {
 		ns, err := AuthServers(ctx, r, zone, port)
 		if err != nil {
 			return nil, err
