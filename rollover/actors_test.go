@@ -521,35 +521,7 @@ func (r *actorRun) fault(i int) {
 	w, rng := r.w, r.rng
 	d := w.zones[rng.IntN(len(w.zones))]
 	dep := r.hosts[rng.IntN(len(r.hosts))].sim.dep
-	f := rng.IntN(9)
-	switch f {
-	case 0:
-		d.failSet = 1 + rng.IntN(2)
-	case 1:
-		d.failSetApplied = 1
-	case 2:
-		if len(d.delays) > 1 {
-			ns := 1 + rng.IntN(len(d.delays)-1)
-			fs := d.freezes[ns]
-			on := len(fs) == 0 || !fs[len(fs)-1].open
-			d.setLag(ns, on)
-			w.logf("event %d: ns%d of %s lagging=%v", i, ns+1, d.Owner(), on)
-			return
-		}
-	case 3:
-		d.failWait = 1
-	case 4:
-		dep.failDeploy = 1
-	case 5:
-		dep.stale, dep.staleAddr = 1, rng.IntN(len(dep.addrs)+1)-1
-	case 6:
-		dep.failServed = 1
-	case 7:
-		d.failCurrent = 1
-	case 8:
-		r.store.failSave = 1
-	}
-	w.logf("event %d: fault %s armed (%s)", i, faultNames[f], d.Owner())
+	armFault(w, rng, i, d, dep, r.store)
 }
 
 // provide stages h's new certificate, maybe crashing at boundary at.

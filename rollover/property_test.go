@@ -255,36 +255,7 @@ func (r *propRun) event(i int) {
 		w.logf("event %d: resolver %d asks ns%d", i, res, ns+1)
 		w.lookup(res, ns)
 	case x < 88: // a transient fault
-		d, dep := w.dns, w.dep
-		f := rng.IntN(9)
-		switch f {
-		case 0:
-			d.failSet = 1 + rng.IntN(2)
-		case 1:
-			d.failSetApplied = 1
-		case 2:
-			if len(d.delays) > 1 {
-				ns := 1 + rng.IntN(len(d.delays)-1)
-				fs := d.freezes[ns]
-				on := len(fs) == 0 || !fs[len(fs)-1].open
-				d.setLag(ns, on)
-				w.logf("event %d: ns%d lagging=%v", i, ns+1, on)
-				return
-			}
-		case 3:
-			d.failWait = 1
-		case 4:
-			dep.failDeploy = 1
-		case 5:
-			dep.stale, dep.staleAddr = 1, rng.IntN(len(dep.addrs)+1)-1
-		case 6:
-			dep.failServed = 1
-		case 7:
-			d.failCurrent = 1
-		case 8:
-			r.store.failSave = 1
-		}
-		w.logf("event %d: fault %s armed", i, faultNames[f])
+		armFault(w, rng, i, w.dns, w.dep, r.store)
 	case x < 93:
 		if !r.provided {
 			at := 0

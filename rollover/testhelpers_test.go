@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	mrand "math/rand/v2"
 	"slices"
 	"sort"
 	"strings"
@@ -1145,4 +1146,40 @@ func assertRRSet(tb testing.TB, got []tlsa.Record, want ...tlsa.Record) {
 	if !sameSet(got, want) {
 		tb.Errorf("RRset = %s, want %s", rrKey(got), rrKey(want))
 	}
+}
+
+// armFault arms one transient fault, chosen with rng, on d, dep or store
+// (event i of a random run): a failing or half-applied provider call, a
+// lagging secondary, a failed wait, deploy, probe or save, a deploy that
+// leaves an address stale.
+func armFault(w *world, rng *mrand.Rand, i int, d *fakeDNS, dep *fakeDeployer, store *memStore) {
+	f := rng.IntN(9)
+	switch f {
+	case 0:
+		d.failSet = 1 + rng.IntN(2)
+	case 1:
+		d.failSetApplied = 1
+	case 2:
+		if len(d.delays) > 1 {
+			ns := 1 + rng.IntN(len(d.delays)-1)
+			fs := d.freezes[ns]
+			on := len(fs) == 0 || !fs[len(fs)-1].open
+			d.setLag(ns, on)
+			w.logf("event %d: ns%d of %s lagging=%v", i, ns+1, d.Owner(), on)
+			return
+		}
+	case 3:
+		d.failWait = 1
+	case 4:
+		dep.failDeploy = 1
+	case 5:
+		dep.stale, dep.staleAddr = 1, rng.IntN(len(dep.addrs)+1)-1
+	case 6:
+		dep.failServed = 1
+	case 7:
+		d.failCurrent = 1
+	case 8:
+		store.failSave = 1
+	}
+	w.logf("event %d: fault %s armed (%s)", i, faultNames[f], d.Owner())
 }

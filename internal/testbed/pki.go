@@ -80,6 +80,22 @@ type ChainOptions struct {
 	// ReuseKey), e.g. for a renewal that keeps the intermediate.
 	Reuse    *Chain
 	ReuseKey bool
+	// Root and Intermediate are the CAs' validity windows (not with
+	// Reuse); a zero bound means now-24h / now+10y (root), now+5y
+	// (intermediate).
+	Root, Intermediate Validity
+}
+
+// window returns v's bounds, a zero bound replaced by now+before/now+after.
+func window(now time.Time, v Validity, before, after time.Duration) (time.Time, time.Time) {
+	nb, na := v.NotBefore, v.NotAfter
+	if nb.IsZero() {
+		nb = now.Add(before)
+	}
+	if na.IsZero() {
+		na = now.Add(after)
+	}
+	return nb, na
 }
 
 // NewChain generates a root CA, an intermediate CA and a leaf.
@@ -93,10 +109,11 @@ func NewChain(opts ChainOptions) (*Chain, error) {
 		if err != nil {
 			return nil, err
 		}
+		nb, na := window(now, opts.Root, -24*time.Hour, 10*365*24*time.Hour)
 		c.Root, err = issue(&x509.Certificate{
 			Subject:               pkix.Name{CommonName: "testbed root CA"},
-			NotBefore:             now.Add(-24 * time.Hour),
-			NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
+			NotBefore:             nb,
+			NotAfter:              na,
 			KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 			BasicConstraintsValid: true,
 			IsCA:                  true,
@@ -108,10 +125,11 @@ func NewChain(opts ChainOptions) (*Chain, error) {
 		if err != nil {
 			return nil, err
 		}
+		nb, na = window(now, opts.Intermediate, -24*time.Hour, 5*365*24*time.Hour)
 		c.Intermediate, err = issue(&x509.Certificate{
 			Subject:               pkix.Name{CommonName: "testbed intermediate CA"},
-			NotBefore:             now.Add(-24 * time.Hour),
-			NotAfter:              now.Add(5 * 365 * 24 * time.Hour),
+			NotBefore:             nb,
+			NotAfter:              na,
 			KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 			BasicConstraintsValid: true,
 			IsCA:                  true,
