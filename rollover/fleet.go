@@ -198,7 +198,7 @@ type MigrationPlan struct {
 // PlannedHost is one host's line of a plan.
 type PlannedHost struct {
 	Host    string    `json:"host"`
-	Zone    string    `json:"batch,omitempty"` // the batch (provider and zone) its publication goes with
+	Batch   string    `json:"batch,omitempty"` // the batch (provider and zone) its publication goes with
 	Current []string  `json:"current"`         // the RRset now
 	Publish []string  `json:"publish"`         // the 2 1 1 records added
 	Retire  []string  `json:"retire"`          // the old CA's 2 x x removed at the end (its 3 x x replaced)

@@ -65,9 +65,9 @@ func (f *Fleet) Plan(ctx context.Context, spec MigrationSpec, now time.Time) (*M
 			ph.Error = fmt.Sprintf("reading the TLSA RRset of %s: %v", t.DNS.Owner(), err)
 			return
 		}
-		ph.Zone = "owner " + t.DNS.Owner()
+		ph.Batch = "owner " + t.DNS.Owner()
 		if b, ok := t.DNS.(BatchDNS); ok && b.BatchKey() != "" {
-			ph.Zone = b.BatchKey()
+			ph.Batch = b.BatchKey()
 		}
 		ph.Current = recordTexts(cur.Records)
 		ph.Publish = recordTexts(without(set, cur.Records))
@@ -93,7 +93,7 @@ func (f *Fleet) Plan(ctx context.Context, spec MigrationSpec, now time.Time) (*M
 	for i, ph := range p.Hosts {
 		if ph.Error == "" {
 			p.MaxTTL = max(p.MaxTTL, waits[i])
-			batches[ph.Zone] = true
+			batches[ph.Batch] = true
 		}
 	}
 	p.Batches = len(batches)

@@ -325,8 +325,7 @@ func (f *Fleet) Advance(ctx context.Context, name string) (*Migration, error) {
 	}
 	f.publishAll(ctx, m)
 	f.Engine.fail("fleet:published")
-	f.advanceAll(ctx, m)
-	f.fetchAll(ctx, m)
+	f.fetchAll(ctx, m, f.advanceAll(ctx, m))
 	if err := f.Store.SaveMigration(m); err != nil {
 		return m, err
 	}
@@ -443,8 +442,9 @@ func (f *Fleet) publishAll(ctx context.Context, m *Migration) {
 }
 
 // advanceAll advances every host's rollover up to its deploy (hosts past
-// it finish), and sets each host's phase from its rollover.
-func (f *Fleet) advanceAll(ctx context.Context, m *Migration) {
+// it finish), sets each host's phase from its rollover and returns the
+// rollover states by host index (nil for hosts not advanced).
+func (f *Fleet) advanceAll(ctx context.Context, m *Migration) []*State {
 	idx := m.rolling()
 	outs := make([]Outcome, len(m.Hosts))
 	errs := make([]error, len(m.Hosts))
@@ -458,6 +458,11 @@ func (f *Fleet) advanceAll(ctx context.Context, m *Migration) {
 		}
 		f.phaseFromState(m, i, outs[i].State, errs[i], now)
 	}
+	states := make([]*State, len(m.Hosts))
+	for i, out := range outs {
+		states[i] = out.State
+	}
+	return states
 }
 
 // phaseFromState sets host i's phase from its rollover state after a run
@@ -518,8 +523,8 @@ func orText(s, def string) string {
 }
 
 // fetchAll stages the certificates that arrived for hosts that wait for
-// one.
-func (f *Fleet) fetchAll(ctx context.Context, m *Migration) {
+// one; states are the hosts' rollover states as advanceAll left them.
+func (f *Fleet) fetchAll(ctx context.Context, m *Migration, states []*State) {
 	if f.Source == nil {
 		return
 	}
@@ -536,7 +541,7 @@ func (f *Fleet) fetchAll(ctx context.Context, m *Migration) {
 	for _, i := range m.rolling() {
 		switch m.Hosts[i].Phase {
 		case PhasePublishing, PhaseWaitTTL, PhaseWaitCert:
-			if st, err := f.Engine.Store.Load(m.Hosts[i].Host); err == nil && st.NewEE == "" {
+			if st := states[i]; st != nil && st.NewEE == "" {
 				idx = append(idx, i)
 			}
 		}
@@ -705,19 +710,13 @@ func (f *Fleet) deployedSomewhere(ctx context.Context, st *State) bool {
 
 // finish marks the migration done when every host is.
 func (f *Fleet) finish(m *Migration) {
-	for _, h := range m.Hosts {
-		if h.Phase != PhaseDone {
-			var until time.Time
-			for _, h := range m.Hosts {
-				if h.Phase == PhaseWaitTTL && h.Next.After(until) {
-					until = h.Next
-				}
+	if c := m.Counts(); c[PhaseDone] < len(m.Hosts) {
+		for _, h := range m.Hosts {
+			if h.Phase == PhaseWaitTTL && h.Next.After(m.WaitUntil) {
+				m.WaitUntil = h.Next // when the fleet's TTL wait ends
 			}
-			if !until.IsZero() {
-				m.WaitUntil = until
-			}
-			return
 		}
+		return
 	}
 	if m.Status != MigrationDone {
 		m.Status = MigrationDone

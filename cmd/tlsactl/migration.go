@@ -381,7 +381,7 @@ func formatPlan(p *rollover.MigrationPlan, m *config.Migration, now time.Time) s
 		if h.Canary {
 			note = "  canary (deploys first, alone)"
 		}
-		fmt.Fprintf(&b, "%-32s %-28s %6d  %-20s%s\n", bare(h.Host), orDash(h.Zone), h.TTL, fmtTime(h.Deploy), note)
+		fmt.Fprintf(&b, "%-32s %-28s %6d  %-20s%s\n", bare(h.Host), orDash(h.Batch), h.TTL, fmtTime(h.Deploy), note)
 		if h.Error != "" {
 			fmt.Fprintf(&b, "    held: %s\n", oneLine(h.Error))
 		}

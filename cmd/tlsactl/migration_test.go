@@ -740,7 +740,7 @@ func TestMigrationFormatting(t *testing.T) {
 		Deadline:  time.Date(2027, 1, 11, 0, 0, 0, 0, time.UTC),
 		Advice:    []string{"raise max_parallel to 4 (finish 2027-01-11T01:10:00Z)"},
 		Hosts: []rollover.PlannedHost{{
-			Host: "mx1.example.nl.", Zone: "rfc2136 example.nl.", TTL: 3600, Canary: true,
+			Host: "mx1.example.nl.", Batch: "rfc2136 example.nl.", TTL: 3600, Canary: true,
 			Deploy:  time.Date(2027, 1, 11, 1, 0, 0, 0, time.UTC),
 			Current: []string{"3 1 1 aaaa", "2 1 1 bbbb"}, Publish: []string{"2 1 1 cccc"}, Retire: []string{"2 1 1 bbbb"},
 		}, {Host: "mx2.example.nl.", Error: "another renew rollover is under way"}},

@@ -459,7 +459,15 @@ func TestServeExporterLive(t *testing.T) {
 	var deadBody string
 	var deadTook time.Duration
 	wg.Go(func() { deadBody, _, deadTook = p.get(t, "/probe?host=dead.serve.test", nil) })
-	time.Sleep(300 * time.Millisecond) // the dead probe is in flight
+	// The dead probe is in flight: the exporter's own gauge says so.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if b, _, _ := p.get(t, "/metrics", nil); strings.Contains(b, "tlsactl_exporter_probes_in_flight 1\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the dead target's probe never started")
+		}
+	}
 	body, _, goodTook := p.get(t, "/probe?host=ok.serve.test", nil)
 	expect(t, families(t, body), 1, "probe_success")
 	if goodTook > 3*time.Second {

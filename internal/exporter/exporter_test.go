@@ -3,6 +3,7 @@ package exporter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -71,10 +72,23 @@ func TestExporterProbeBounds(t *testing.T) {
 
 	// One slot: a second probe while one runs gets 503 at once; /metrics
 	// answers meanwhile.
-	time.Sleep(200 * time.Millisecond) // the first probe's slot is returned
+	// Wait on the exporter's own gauge, not a guess at timing.
+	inFlight := func(n int) {
+		t.Helper()
+		want := fmt.Sprintf("tlsactl_exporter_probes_in_flight %d\n", n)
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if _, body, _ := get("/metrics", ""); strings.Contains(body, want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("probes in flight never became %d", n)
+			}
+		}
+	}
+	inFlight(0) // the first probe's slot is returned
 	done := make(chan struct{})
 	go func() { defer close(done); get("/probe?target=example.test", "") }()
-	time.Sleep(300 * time.Millisecond)
+	inFlight(1)
 	code, _, took = get("/probe?host=mx.example.test", "")
 	if code != http.StatusServiceUnavailable || took > 500*time.Millisecond {
 		t.Errorf("probe beyond --max-probes: %d after %s, want 503 at once", code, took)
