@@ -770,3 +770,78 @@ func TestFleetScheduleBindsOtherCallers(t *testing.T) {
 	fw.assertSchedule(t, m)
 	assertClean(t, fw.w, fw.store)
 }
+
+// TestFleetSharedOwner: two hosts of the fleet whose TLSA owner is one name
+// (a CNAME to a shared RRset, RFC 7671 §7), plus someone else's write and
+// senders' resolvers: each host's 3 1 1 replacement keeps the record the
+// other still needs, publishing goes in one batch, and at every event every
+// RRset a resolver may hold matches both servers.
+func TestFleetSharedOwner(t *testing.T) {
+	p := getPKI(t)
+	leaves := getFleetLeaves(t)
+	fw := newFleetWorld(t, fleetOpts{hosts: 4, parallel: 2, failures: 1, delays: []time.Duration{0, 30 * time.Second}, ttl: 600})
+	a, b := fw.w.hosts[0], fw.w.hosts[3] // both in zone z0
+	shared := a.dns
+	initial := []tlsa.Record{ta211(p.ca1.inter), ee311(leaves[a.name][0].cert), ee311(leaves[b.name][0].cert)}
+	shared.changes[0].rr.Records = initial
+	for r := range shared.res {
+		shared.res[r] = resolver{}
+		shared.lookup(r, 0)
+	}
+	fw.store.seed(shared.Owner(), shared.changes[0].rr, 60, testBase.Add(-48*time.Hour))
+	b.dns = shared
+	fw.w.zones = slices.DeleteFunc(fw.w.zones, func(d *fakeDNS) bool { return d.Owner() == "_25._tcp."+b.name+"." })
+	f := fw.fleet()
+	if _, err := f.Create(context.Background(), fw.spec); err != nil {
+		t.Fatal(err)
+	}
+	readded := false
+	// Someone else puts a 3 1 1 the migration retired back into the shared
+	// RRset once, at a moment one host serves its new certificate and the
+	// other its old one (a harmless edit: the served chains match other
+	// records), while the migration works (at an observation of the shared
+	// owner). The migration must take it out again.
+	fw.c.beforeObserve = func(d *fakeDNS) {
+		newA := allServe(a.dep.addrs, leaves[a.name][1].cert)
+		newB := allServe(b.dep.addrs, leaves[b.name][1].cert)
+		if d != shared || readded || newA == newB {
+			return
+		}
+		done := a
+		if newB {
+			done = b
+		}
+		old := ee311(leaves[done.name][0].cert)
+		if rs := d.provider().Records; !containsRec(rs, old) {
+			d.write(append(slices.Clone(rs), old), 600, true)
+			fw.w.logf("  someone else re-added %s's old 3 1 1 to %s", done.name, d.Owner())
+			readded = true
+		}
+	}
+	m := fw.run(t, mrand.New(mrand.NewPCG(11, 12)), 0, testBase.AddDate(0, 0, 1), nil)
+	if !readded {
+		t.Error("the external write never happened")
+	}
+	assertClean(t, fw.w, fw.store)
+	if m.Status != MigrationDone {
+		t.Fatalf("status %s (%s), want done", m.Status, phaseCounts(m))
+	}
+	rs := shared.provider().Records
+	for _, h := range []*simHost{a, b} {
+		if !allServe(h.dep.addrs, leaves[h.name][1].cert) {
+			t.Errorf("%s does not serve its new certificate", h.name)
+		}
+		if !containsRec(rs, ee311(leaves[h.name][1].cert)) {
+			t.Errorf("the shared RRset %s lacks %s's new 3 1 1", rrKey(rs), h.name)
+		}
+		if containsRec(rs, ee311(leaves[h.name][0].cert)) {
+			t.Errorf("the shared RRset %s keeps %s's old 3 1 1", rrKey(rs), h.name)
+		}
+	}
+	if !containsRec(rs, ta211(p.ca2.inter)) || containsRec(rs, ta211(p.ca1.inter)) {
+		t.Errorf("the shared RRset %s: want the new CA's 2 1 1 and not the old one's", rrKey(rs))
+	}
+	if fw.batches["provider z0.example.net."] != 1 {
+		t.Errorf("zone z0 (the shared owner and one more host): %d provider calls to publish, want 1", fw.batches["provider z0.example.net."])
+	}
+}
