@@ -57,7 +57,7 @@ key-prepublish is never overwritten).
 
 ` + hookWorkflows + `
 
-EXAMPLE:
+EXAMPLES:
    tlsactl key next --host mx.example.nl
    lego --path /etc/lego --email you@example.nl --dns rfc2136 \
        --csr /var/lib/tlsactl/keys/mx.example.nl/next.csr renew --renew-hook 'tlsactl hook lego'

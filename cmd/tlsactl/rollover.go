@@ -78,6 +78,17 @@ EXIT CODES:
 		Subcommands: []*cli.Command{
 			{
 				Name: "plan", Usage: "show the steps, the records after each and the earliest finish (changes nothing)",
+				Description: `Shows each step of the plan for --host, the TLSA RRset after every step and the earliest
+finish (TTL waits included). Reads DNS and the files named; changes nothing anywhere.
+
+EXAMPLES:
+   tlsactl rollover plan --host mx.example.nl --new-cert /etc/lego/certificates/mx.example.nl.crt
+   tlsactl rollover plan --host mx.example.nl --plan ca-migration --new-ca harica-tls-rsa.pem --json
+
+EXIT CODES:
+   0   the plan is shown
+   1   no plan can be made now (the reason is shown)
+   2   bad input or configuration`,
 				Flags: flags(hostFlag, &cli.StringFlag{Name: flagPlan, Value: string(rollover.PlanRenew), Usage: "renew, ca-migration or key-prepublish"},
 					&cli.StringFlag{Name: flagNewCA, Usage: "new CA certificate `FILE` (ca-migration)"},
 					&cli.StringFlag{Name: flagNewCert, Usage: "new certificate chain `FILE`"},
@@ -87,6 +98,18 @@ EXIT CODES:
 			},
 			{
 				Name: "start", Usage: "begin a rollover for a host (checks it is safe now; changes nothing yet)",
+				Description: `Begins a rollover for --host after checking that its first step is safe now. Nothing in
+DNS or on the server changes until 'tlsactl rollover run' advances it.
+
+EXAMPLES:
+   tlsactl rollover start --host mx.example.nl --new-cert new.pem --new-key new.key
+   tlsactl rollover start --host mx.example.nl --plan ca-migration --new-ca newca.pem
+   tlsactl rollover start --host mx.example.nl --plan key-prepublish --next-key next.key
+
+EXIT CODES:
+   0   started (run 'tlsactl rollover run' to advance it)
+   1   refused (another rollover is active, or the first step is unsafe: the reason is shown)
+   2   bad input or configuration`,
 				Flags: flags(hostFlag, &cli.StringFlag{Name: flagPlan, Usage: "renew, ca-migration or key-prepublish"},
 					&cli.StringFlag{Name: flagNewCA, Usage: "new CA certificate `FILE` (ca-migration)"},
 					&cli.StringFlag{Name: flagNewCert, Usage: "new certificate chain `FILE`, leaf first, with the CA certificate"},
@@ -97,12 +120,36 @@ EXIT CODES:
 			},
 			{
 				Name: "provide", Usage: "stage the new certificate for a rollover that waits for it",
+				Description: `Stages the new certificate chain and key of a rollover that waits for them (a
+ca-migration started before the new CA issued). The files are checked before anything is
+stored.
+
+EXAMPLES:
+   tlsactl rollover provide --host mx.example.nl --cert new-fullchain.pem --key new.key
+
+EXIT CODES:
+   0   staged; the next 'tlsactl rollover run' deploys when it is safe
+   1   refused (no rollover waits, or the chain is not from the expected CA)
+   2   bad input or configuration`,
 				Flags: flags(hostFlag, &cli.StringFlag{Name: flagCert, Usage: "new certificate chain `FILE`"},
 					&cli.StringFlag{Name: flagKey, Usage: "its private key `FILE`"}),
 				Action: runRolloverProvide,
 			},
 			{
 				Name: "run", Usage: "advance every rollover as far as is safe now (for cron / systemd timers)",
+				Description: `Advances every active rollover (and every fleet migration) as far as is safe now, then
+exits: meant for a systemd timer or cron. With --wait it sleeps until each rollover is done
+or needs material.
+
+EXAMPLES:
+   tlsactl rollover run
+   tlsactl rollover run --host mx.example.nl --wait --timeout 2h
+   tlsactl rollover run --metrics-file /var/lib/prometheus/node-exporter/tlsactl.prom
+
+EXIT CODES:
+   0   done, or waiting safely (TTL, material): run again later
+   1   a step failed or was refused (the state says why), or a migration halted
+   2   bad input or configuration`,
 				Flags: flags(&cli.StringSliceFlag{Name: flagHost, Usage: "only this `HOST` (repeatable; then no migration is advanced)"},
 					&cli.BoolFlag{Name: flagWait, Usage: "sleep until each rollover is done (or needs material)"},
 					&cli.DurationFlag{Name: flagTimeout, Value: 24 * time.Hour, Usage: "bound for --wait"},
@@ -111,11 +158,34 @@ EXIT CODES:
 			},
 			{
 				Name: "status", Usage: "show every rollover's step, records and history",
+				Description: `Shows every rollover's plan, step, the records it published and its history (who did
+what, when). Changes nothing.
+
+EXAMPLES:
+   tlsactl rollover status
+   tlsactl rollover status --host mx.example.nl --json | jq '.[0].history' 
+
+EXIT CODES:
+   0   shown
+   2   bad input or configuration`,
 				Flags:  flags(&cli.StringSliceFlag{Name: flagHost, Usage: "only this `HOST`"}, &cli.BoolFlag{Name: flagJSON, Usage: "print JSON"}),
 				Action: runRolloverStatus,
 			},
 			{
 				Name: "abort", Usage: "stop a rollover safely (takes back records it added before the deploy)",
+				Description: `Stops the rollover of --host safely. Before the new certificate is deployed, the records
+the rollover added (the new CA's 2 1 1, the next key's 3 1 1) are taken back, checked
+against what the server serves; nothing that was there before it started is removed. After
+the deploy DNS is safe at every step boundary, and abort only stops the rollover.
+
+EXAMPLES:
+   tlsactl rollover abort --host mx.example.nl
+
+EXIT CODES:
+   0   aborted
+   1   refused (already finished, or taking a record back is unsafe: the reason is shown) or
+       the DNS change failed; nothing partial is left
+   2   bad input or configuration`,
 				Flags: flags(hostFlag), Action: runRolloverAbort,
 			},
 		},

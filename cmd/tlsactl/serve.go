@@ -69,7 +69,12 @@ requests get --shutdown-timeout); the exit code is then 0.
 EXAMPLES:
    tlsactl serve --config /etc/tlsactl/tlsactl.toml example.nl example.org
    tlsactl serve --listen :9748 --resolver 127.0.0.1:53 --host mail.example.nl
-   curl 'http://127.0.0.1:9748/probe?target=example.nl'`,
+   curl 'http://127.0.0.1:9748/probe?target=example.nl'
+
+EXIT CODES:
+   0   stopped by SIGTERM or SIGINT after a graceful shutdown
+   1   the listener or the first check could not start (the reason is shown)
+   2   bad input or configuration`,
 		Flags: slices.Concat([]cli.Flag{
 			&cli.StringFlag{Name: flagListen, EnvVars: []string{"TLSACTL_LISTEN"}, Value: defaultListen, Usage: "serve HTTP on `ADDR` (host:port; \":9748\" for every interface)"},
 			&cli.DurationFlag{Name: flagInterval, Value: exporter.DefaultInterval, Usage: "check the configured hosts and domains every `DURATION`"},
