@@ -1,3 +1,5 @@
+//go:build !nohosted
+
 package providers
 
 import (
@@ -24,6 +26,10 @@ func hostedFactories() []Factory {
 		transipFactory(),
 	}
 }
+
+// omittedProviders names the providers this build leaves out: none in the
+// default build (hosted_off.go lists the hosted ones under -tags nohosted).
+func omittedProviders() []string { return nil }
 
 // boolSetting reads a plain boolean setting; "" is def.
 func boolSetting(s Settings, key, env string, def bool) (bool, error) {

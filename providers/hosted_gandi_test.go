@@ -1,3 +1,5 @@
+//go:build !nohosted
+
 package providers
 
 import (

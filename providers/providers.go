@@ -35,6 +35,9 @@ var (
 	ErrUnknownProvider = errors.New("unknown DNS provider")
 	// ErrConfig: a provider setting or credential is missing or invalid.
 	ErrConfig = errors.New("provider configuration")
+	// ErrNotBuilt: the provider exists in the default build but this binary
+	// was built without it (go build -tags nohosted: RFC 2136 only).
+	ErrNotBuilt = errors.New("DNS provider not in this build")
 )
 
 // Settings configure one provider. Values holds plain settings from the
@@ -146,6 +149,11 @@ func New(name string, s Settings) (Provider, error) {
 				return nil, fmt.Errorf("provider %s: %w", name, err)
 			}
 			return p, nil
+		}
+	}
+	for _, o := range omittedProviders() {
+		if o == name {
+			return nil, fmt.Errorf("provider %q: %w: built without hosted DNS providers (-tags nohosted); use rfc2136, or a build without -tags nohosted", name, ErrNotBuilt)
 		}
 	}
 	var names []string
