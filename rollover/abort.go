@@ -13,7 +13,7 @@ import (
 // what the server serves; after the deploy, DNS is in a safe state at every
 // step boundary and abort only stops the rollover.
 func (e *Engine) Abort(ctx context.Context, host string) (*State, error) {
-	st, unlock, err := e.loadLocked(ctx, host)
+	st, ctx, unlock, err := e.loadLocked(ctx, host)
 	if err != nil {
 		return st, err
 	}
@@ -42,13 +42,13 @@ func (e *Engine) Abort(ctx context.Context, host string) (*State, error) {
 		}
 		if len(added) > 0 && !deployed {
 			if err := e.publish(ctx, st, t, "abort", func(cur []tlsa.Record) []tlsa.Record { return without(cur, added) }); err != nil {
-				st.History = append(st.History, Event{At: now, Step: st.CurrentStep(), What: "error", Detail: "abort: " + bounded(err.Error())})
+				e.note(st, Event{At: now, Step: st.CurrentStep(), What: "error", Detail: "abort: " + bounded(err.Error())})
 				_ = e.Store.Save(st)
 				return st, fmt.Errorf("abort: %w", err)
 			}
 		}
 	}
 	st.Status = StatusAborted
-	st.History = append(st.History, Event{At: e.now(), Step: st.CurrentStep(), What: "aborted", Detail: "DNS left in a state that matches what the server serves"})
+	e.note(st, Event{At: e.now(), Step: st.CurrentStep(), What: "aborted", Detail: "DNS left in a state that matches what the server serves"})
 	return st, e.Store.Save(st)
 }

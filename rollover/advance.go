@@ -33,7 +33,7 @@ func (e *Engine) Advance(ctx context.Context, host string) (Outcome, error) {
 // the rollover belongs to runs it, so it is not held for the schedule.
 // Waits and step-back checks before stop run as in Advance.
 func (e *Engine) advance(ctx context.Context, host string, stop StepKind, byFleet bool) (Outcome, error) {
-	st, unlock, err := e.loadLocked(ctx, host)
+	st, ctx, unlock, err := e.loadLocked(ctx, host)
 	if err != nil {
 		return Outcome{}, err
 	}
@@ -79,7 +79,7 @@ func (e *Engine) advance(ctx context.Context, host string, stop StepKind, byFlee
 		}
 		if step == StepDone {
 			st.Status = StatusDone
-			st.History = append(st.History, Event{At: now, Step: step, What: "done", Detail: "rollover complete"})
+			e.note(st, Event{At: now, Step: step, What: "done", Detail: "rollover complete"})
 			break
 		}
 		e.fail("step-start:" + string(step))
@@ -102,7 +102,7 @@ func (e *Engine) advance(ctx context.Context, host string, stop StepKind, byFlee
 		case errors.Is(err, ErrWaiting), errors.Is(err, ErrNeedMaterial):
 			st.LastError = ""
 			if len(st.History) == 0 || st.History[len(st.History)-1].Detail != err.Error() {
-				st.History = append(st.History, Event{At: now, Step: step, What: "waiting", Detail: err.Error()})
+				e.note(st, Event{At: now, Step: step, What: "waiting", Detail: err.Error()})
 			}
 			if serr := e.Store.Save(st); serr != nil {
 				return Outcome{State: st}, serr
@@ -125,7 +125,7 @@ func (e *Engine) advance(ctx context.Context, host string, stop StepKind, byFlee
 // failed records err as the step's last error and in the history.
 func (e *Engine) failed(st *State, step StepKind, now time.Time, err error) (Outcome, error) {
 	st.LastError = bounded(err.Error())
-	st.History = append(st.History, Event{At: now, Step: step, What: "error", Detail: st.LastError})
+	e.note(st, Event{At: now, Step: step, What: "error", Detail: st.LastError})
 	if serr := e.Store.Save(st); serr != nil {
 		return Outcome{State: st}, errors.Join(err, serr)
 	}

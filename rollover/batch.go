@@ -111,7 +111,7 @@ func (e *Engine) publishBatch(ctx context.Context, hosts []string, workers int) 
 				errs[j.host] = e.batchFailed(j.st, j.step, fmt.Errorf("provider (one call for %s): %w", strings.Join(names, ", "), err))
 				continue
 			}
-			j.st.History = append(j.st.History, Event{At: e.now(), Step: j.step, What: "published",
+			e.note(j.st, Event{At: e.now(), Step: j.step, What: "published",
 				Detail: fmt.Sprintf("%s, in one provider call with %d host(s)", abbrev(recordTexts(j.rs.Records)), len(jobs))})
 			if err := e.Store.Save(j.st); err != nil {
 				errs[j.host] = err
@@ -126,7 +126,7 @@ func (e *Engine) publishBatch(ctx context.Context, hosts []string, workers int) 
 // is then released), else the job and the unlock to call after the
 // provider call.
 func (e *Engine) prepareBatch(ctx context.Context, host string) (job *batchJob, _ func(), err error) {
-	st, unlock, err := e.loadLocked(ctx, host)
+	st, ctx, unlock, err := e.loadLocked(ctx, host)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -44,6 +44,10 @@ type Engine struct {
 	Target func(host string) (Target, error)
 	// LockWait bounds how long to wait for another process's lock.
 	LockWait time.Duration
+	// Runner names this runner (PGStore.Runner when several share a
+	// store): it is recorded on every event the engine writes to a host's
+	// history and on migration events; "" leaves it out.
+	Runner string
 	// Failpoint, when set, is called with the name of each point where a
 	// crash must be survivable ("step-start:<step>", "before-set",
 	// "after-set", "after-confirm", "before-deploy", "after-deploy",
@@ -73,43 +77,75 @@ const transientWait = 5 * time.Second
 
 func (e *Engine) now() time.Time { return e.Clock.Now() }
 
-func (e *Engine) lock(ctx context.Context, host string) (func(), error) {
-	return e.lockWith(ctx, host, e.Store.Lock)
+// lock takes the host's lock (a lease when the Store is a Leaser) and
+// returns the context to do the locked work with: the held context of the
+// lease, which ends when the lease is lost, or ctx for a plain lock.
+func (e *Engine) lock(ctx context.Context, host string) (context.Context, func(), error) {
+	l, _ := e.Store.(Leaser)
+	return e.lockWith(ctx, host, l, LeaseHost, e.Store.Lock)
 }
 
-// lockWith takes a lock with take, waiting at most LockWait (5 s when
-// unset) for another holder.
-func (e *Engine) lockWith(ctx context.Context, name string, take func(context.Context, string) (func() error, error)) (func(), error) {
+// lockWith takes the lock of name, waiting at most LockWait (5 s when
+// unset) for another holder: a lease of kind from leaser when it is not
+// nil, else with take. It returns the context every step under the lock
+// must use (see Leaser): the lease's held context, or ctx itself for a
+// lock that cannot be lost (FileStore's flock).
+func (e *Engine) lockWith(ctx context.Context, name string, leaser Leaser, kind string, take func(context.Context, string) (func() error, error)) (context.Context, func(), error) {
 	wait := e.LockWait
 	if wait <= 0 {
 		wait = 5 * time.Second
 	}
-	lctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	unlock, err := take(lctx, name)
-	if err != nil {
-		return nil, err
+	if leaser == nil {
+		lctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		unlock, err := take(lctx, name)
+		if err != nil {
+			return nil, nil, err
+		}
+		return ctx, func() { _ = unlock() }, nil
 	}
-	return func() { _ = unlock() }, nil
+	// The held context is a child of the context the lease is taken
+	// with, so that context may not carry the wait's deadline: it is
+	// cancelled when the wait ends without the lease (and released with
+	// the lease).
+	wctx, cancel := context.WithCancel(ctx)
+	timer := time.AfterFunc(wait, cancel)
+	held, unlock, err := leaser.LockLease(wctx, kind, name)
+	if !timer.Stop() && err == nil { // taken just as the wait ended
+		_ = unlock()
+		err = fmt.Errorf("%w: %s: the lease came as the wait of %v ended", ErrLocked, name, wait)
+	}
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	return held, func() { _ = unlock(); cancel() }, nil
 }
 
 // loadLocked takes the host's lock and loads its state: lock → reload →
 // re-check → act, so a decision never rests on state another run changed.
-func (e *Engine) loadLocked(ctx context.Context, host string) (*State, func(), error) {
+// The returned context is the one to act with (see lock).
+func (e *Engine) loadLocked(ctx context.Context, host string) (*State, context.Context, func(), error) {
 	host, err := normHost(host)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	unlock, err := e.lock(ctx, host)
+	held, unlock, err := e.lock(ctx, host)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	st, err := e.Store.Load(host)
 	if err != nil {
 		unlock()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return st, unlock, nil
+	return st, held, unlock, nil
+}
+
+// note appends ev to the rollover's history, naming this engine's Runner.
+func (e *Engine) note(st *State, ev Event) {
+	ev.Runner = e.Runner
+	st.History = append(st.History, ev)
 }
 
 func normHost(h string) (string, error) {
@@ -210,7 +246,7 @@ func (e *Engine) observeState(ctx context.Context, st *State, t Target) (*seen, 
 		if d.First {
 			continue
 		}
-		st.History = append(st.History, Event{At: w.at, Step: st.CurrentStep(), What: "observed", Detail: d.String()})
+		e.note(st, Event{At: w.at, Step: st.CurrentStep(), What: "observed", Detail: d.String()})
 	}
 	st.Versions = w.ledger.Copy().Versions
 	return w, nil

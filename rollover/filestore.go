@@ -155,20 +155,36 @@ func (store *FileStore) Load(host string) (*State, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rollover: load state: %w", err)
 	}
+	return decodeState(b, h, "state file "+p)
+}
+
+// decodeState parses the state document of host h read from where ("state
+// file /x/mx1.json"), refusing what Load refuses.
+func decodeState(b []byte, h, where string) (*State, error) {
 	var s State
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("rollover: state file %s is corrupt (%s); it was not changed: repair or remove it by hand", p, bounded(err.Error()))
+		return nil, fmt.Errorf("rollover: %s is corrupt (%s); it was not changed: repair or remove it by hand", where, bounded(err.Error()))
 	}
 	if got, err := normalizeHost(s.Host); err != nil || got != h {
-		return nil, fmt.Errorf("rollover: state file %s is for host %q, not %q", p, bounded(s.Host), h)
+		return nil, fmt.Errorf("rollover: %s is for host %q, not %q", where, bounded(s.Host), h)
 	}
 	if s.Version > stateFormat {
-		return nil, fmt.Errorf("rollover: state file %s has format version %d; this tlsactl reads up to %d", p, s.Version, stateFormat)
+		return nil, fmt.Errorf("rollover: %s has format version %d; this tlsactl reads up to %d", where, s.Version, stateFormat)
 	}
 	if err := checkState(&s); err != nil {
-		return nil, fmt.Errorf("rollover: state file %s is corrupt (%s); it was not changed: repair or remove it by hand", p, bounded(err.Error()))
+		return nil, fmt.Errorf("rollover: %s is corrupt (%s); it was not changed: repair or remove it by hand", where, bounded(err.Error()))
 	}
 	return &s, nil
+}
+
+// encodeState is the state document as a FileStore writes it (and a
+// PGStore stores it).
+func encodeState(s *State) ([]byte, error) {
+	b, err := json.MarshalIndent(s, "", "\t")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
 }
 
 // checkState refuses a state the engine cannot act on as written: an
@@ -227,11 +243,10 @@ func (store *FileStore) Save(s *State) error {
 	if err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(s, "", "\t")
+	b, err := encodeState(s)
 	if err != nil {
 		return fmt.Errorf("rollover: save state of %s: %w", h, err)
 	}
-	b = append(b, '\n')
 	if err := writeAtomic(store.dir, h+".json", b); err != nil {
 		return fmt.Errorf("rollover: save state of %s: %w", h, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -43,18 +44,24 @@ func readLedger(path, owner string) (*Ledger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rollover: ledger: %w", err)
 	}
+	return decodeLedger(b, owner, "ledger file "+path)
+}
+
+// decodeLedger parses the ledger document of owner (normalized, no
+// trailing dot) read from where ("ledger file /x/_ledger/o.json").
+func decodeLedger(b []byte, owner, where string) (*Ledger, error) {
 	corrupt := func(why string) (*Ledger, error) {
-		return nil, fmt.Errorf("rollover: ledger file %s is corrupt (%s); it was not changed: repair it by hand (removing it forgets what caches may hold)", path, bounded(why))
+		return nil, fmt.Errorf("rollover: %s is corrupt (%s); it was not changed: repair it by hand (removing it forgets what caches may hold)", where, bounded(why))
 	}
 	var l Ledger
 	if err := json.Unmarshal(b, &l); err != nil {
 		return corrupt(err.Error())
 	}
 	if l.Format > ledgerFormat {
-		return nil, fmt.Errorf("rollover: ledger file %s has format %d; this tlsactl reads up to %d", path, l.Format, ledgerFormat)
+		return nil, fmt.Errorf("rollover: %s has format %d; this tlsactl reads up to %d", where, l.Format, ledgerFormat)
 	}
 	if got := strings.TrimSuffix(strings.ToLower(l.Owner), "."); got != owner {
-		return nil, fmt.Errorf("rollover: ledger file %s is for %q, not %q", path, bounded(l.Owner), owner)
+		return nil, fmt.Errorf("rollover: %s is for %q, not %q", where, bounded(l.Owner), owner)
 	}
 	if l.Format < 0 {
 		return corrupt(fmt.Sprintf("format %d", l.Format))
@@ -93,6 +100,19 @@ func (store *FileStore) UpdateLedger(ctx context.Context, owner string, fn func(
 	if err != nil {
 		return nil, err
 	}
+	b, err := changeLedger(l, o, fn)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeAtomic(dir, o+".json", b); err != nil {
+		return nil, fmt.Errorf("rollover: ledger of %s: %w", o, err)
+	}
+	return l, nil
+}
+
+// changeLedger lets fn change l (the ledger of owner o), refuses a change
+// that is not append-only and returns the document to write.
+func changeLedger(l *Ledger, o string, fn func(*Ledger) error) ([]byte, error) {
 	prev := l.Copy()
 	if err := fn(l); err != nil {
 		return nil, err
@@ -105,8 +125,49 @@ func (store *FileStore) UpdateLedger(ctx context.Context, owner string, fn func(
 	if err != nil {
 		return nil, err
 	}
-	if err := writeAtomic(dir, o+".json", append(b, '\n')); err != nil {
-		return nil, fmt.Errorf("rollover: ledger of %s: %w", o, err)
+	return append(b, '\n'), nil
+}
+
+// ListLedgers returns the TLSA owner names (lower case, no trailing dot)
+// that have a ledger file, sorted (Enumerator).
+func (store *FileStore) ListLedgers() ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(store.dir, ledgerDir))
+	if errors.Is(err, os.ErrNotExist) {
+		return []string{}, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("rollover: list ledgers: %w", err)
 	}
-	return l, nil
+	out := []string{}
+	for _, e := range ents {
+		if o, ok := strings.CutSuffix(e.Name(), ".json"); ok && e.Type().IsRegular() {
+			if n, err := normalizeHost(o); err == nil && n == o {
+				out = append(out, o)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// ListMaterial returns the names of the material staged for host (complete
+// pairs, those with a manifest), sorted (Enumerator).
+func (store *FileStore) ListMaterial(host string) ([]string, error) {
+	h, err := normalizeHost(host)
+	if err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(store.hostDir(h))
+	if errors.Is(err, os.ErrNotExist) {
+		return []string{}, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("rollover: list material of %s: %w", h, err)
+	}
+	out := []string{}
+	for _, e := range ents {
+		if n, ok := strings.CutSuffix(e.Name(), ".manifest.json"); ok && e.Type().IsRegular() && checkMaterialName(n) == nil {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }

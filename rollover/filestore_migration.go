@@ -88,17 +88,32 @@ func (store *FileStore) LoadMigration(name string) (*Migration, error) {
 	} else if err != nil {
 		return nil, fmt.Errorf("rollover: migration %s: %w", name, err)
 	}
+	return decodeMigration(b, name, "migration file "+p)
+}
+
+// decodeMigration parses the document of migration name read from where
+// ("migration file /x/_migrations/m.json").
+func decodeMigration(b []byte, name, where string) (*Migration, error) {
 	var m Migration
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("rollover: migration file %s does not parse: %v (restore it from a backup; do not delete it while hosts are mid-migration)", p, err)
+		return nil, fmt.Errorf("rollover: %s does not parse: %v (restore it from a backup; do not delete it while hosts are mid-migration)", where, err)
 	}
 	if m.Version > migrationFormat {
-		return nil, fmt.Errorf("rollover: migration file %s has format %d, newer than this tlsactl reads (%d): upgrade tlsactl", p, m.Version, migrationFormat)
+		return nil, fmt.Errorf("rollover: %s has format %d, newer than this tlsactl reads (%d): upgrade tlsactl", where, m.Version, migrationFormat)
 	}
 	if m.Spec.Name != name {
-		return nil, fmt.Errorf("rollover: migration file %s holds migration %q", p, m.Spec.Name)
+		return nil, fmt.Errorf("rollover: %s holds migration %q", where, m.Spec.Name)
 	}
 	return &m, nil
+}
+
+// encodeMigration is the migration document as a FileStore writes it.
+func encodeMigration(m *Migration) ([]byte, error) {
+	b, err := json.MarshalIndent(m, "", "\t")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
 }
 
 // SaveMigration writes the migration atomically, mode 0600.
@@ -107,11 +122,11 @@ func (store *FileStore) SaveMigration(m *Migration) error {
 	if err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(m, "", "\t")
+	b, err := encodeMigration(m)
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(filepath.Dir(p), filepath.Base(p), append(b, '\n')); err != nil {
+	if err := writeAtomic(filepath.Dir(p), filepath.Base(p), b); err != nil {
 		return fmt.Errorf("rollover: save migration %s: %w", m.Spec.Name, err)
 	}
 	return nil

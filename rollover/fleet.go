@@ -115,6 +115,9 @@ type MigrationEvent struct {
 	Host   string    `json:"host,omitempty"` // "" for the migration as a whole
 	What   string    `json:"what"`
 	Detail string    `json:"detail,omitempty"`
+	// Runner names the runner that recorded it (Engine.Runner; "" for
+	// none).
+	Runner string `json:"runner,omitempty"`
 }
 
 // Migration is everything persisted about one fleet migration. The hosts'
@@ -133,6 +136,10 @@ type Migration struct {
 	WaitUntil time.Time        `json:"wait_until,omitempty"`
 	Hosts     []HostProgress   `json:"hosts"`
 	History   []MigrationEvent `json:"history"`
+
+	// runner is Engine.Runner of the run that loaded it, recorded on its
+	// events; not persisted.
+	runner string
 }
 
 // MigrationStore persists migrations. *FileStore implements it

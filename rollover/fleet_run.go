@@ -98,23 +98,30 @@ func (s *MigrationSpec) check() error {
 
 func (f *Fleet) now() time.Time { return f.Engine.now() }
 
-func (f *Fleet) lock(ctx context.Context, name string) (func(), error) {
-	return f.Engine.lockWith(ctx, name, f.Store.LockMigration)
+// lock takes the migration's lock: a lease of kind "migration" when the
+// store is a Leaser. It returns the context to act with: the lease's held
+// context (ended when the lease is lost, so every host step of the run
+// stops), or ctx for a plain lock.
+func (f *Fleet) lock(ctx context.Context, name string) (context.Context, func(), error) {
+	l, _ := f.Store.(Leaser)
+	return f.Engine.lockWith(ctx, name, l, LeaseMigration, f.Store.LockMigration)
 }
 
 // loadLocked takes the migration's lock and loads it: lock → reload → act,
-// as for a host's rollover.
-func (f *Fleet) loadLocked(ctx context.Context, name string) (*Migration, func(), error) {
-	unlock, err := f.lock(ctx, name)
+// as for a host's rollover. The returned context is the one to act with
+// (see lock); events the run records name Engine.Runner.
+func (f *Fleet) loadLocked(ctx context.Context, name string) (*Migration, context.Context, func(), error) {
+	held, unlock, err := f.lock(ctx, name)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	m, err := f.Store.LoadMigration(name)
 	if err != nil {
 		unlock()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return m, unlock, nil
+	m.runner = f.Engine.Runner
+	return m, held, unlock, nil
 }
 
 // Create validates spec and stores a new migration with every host
@@ -126,7 +133,7 @@ func (f *Fleet) Create(ctx context.Context, spec MigrationSpec) (*Migration, err
 	if err := spec.check(); err != nil {
 		return nil, err
 	}
-	unlock, err := f.lock(ctx, spec.Name)
+	ctx, unlock, err := f.lock(ctx, spec.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +166,7 @@ func (f *Fleet) Create(ctx context.Context, spec MigrationSpec) (*Migration, err
 		}
 	}
 	now := f.now()
-	m := &Migration{Version: migrationFormat, Spec: spec, Status: MigrationActive, Created: now, Updated: now}
+	m := &Migration{Version: migrationFormat, Spec: spec, Status: MigrationActive, Created: now, Updated: now, runner: f.Engine.Runner}
 	for _, h := range spec.Hosts {
 		m.Hosts = append(m.Hosts, HostProgress{Host: h.Host, Port: h.Port, Phase: PhasePending, Since: now})
 	}
@@ -205,7 +212,7 @@ func (m *Migration) Next() time.Time {
 }
 
 func (m *Migration) event(at time.Time, host, what, detail string) {
-	m.History = append(m.History, MigrationEvent{At: at, Host: strings.TrimSuffix(host, "."), What: what, Detail: bounded(detail)})
+	m.History = append(m.History, MigrationEvent{At: at, Host: strings.TrimSuffix(host, "."), What: what, Detail: bounded(detail), Runner: m.runner})
 }
 
 // set moves host i to phase with reason and next; a change of phase is a
@@ -298,7 +305,7 @@ func (f *Fleet) workers() int {
 // hosts before their deploy still publish and wait). Every host step is an
 // ordinary rollover step, so a crash anywhere resumes at the next run.
 func (f *Fleet) Advance(ctx context.Context, name string) (*Migration, error) {
-	m, unlock, err := f.loadLocked(ctx, name)
+	m, ctx, unlock, err := f.loadLocked(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -762,7 +769,7 @@ func (f *Fleet) Resume(ctx context.Context, name string) (*Migration, error) {
 }
 
 func (f *Fleet) update(ctx context.Context, name string, fn func(*Migration, time.Time) error) (*Migration, error) {
-	m, unlock, err := f.loadLocked(ctx, name)
+	m, ctx, unlock, err := f.loadLocked(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -782,7 +789,7 @@ func (f *Fleet) update(ctx context.Context, name string, fn func(*Migration, tim
 // is paused first: when a host cannot be rolled back now (a provider
 // error), Abort says which and stays paused, and running it again goes on.
 func (f *Fleet) Abort(ctx context.Context, name string) (*Migration, error) {
-	m, unlock, err := f.loadLocked(ctx, name)
+	m, ctx, unlock, err := f.loadLocked(ctx, name)
 	if err != nil {
 		return nil, err
 	}

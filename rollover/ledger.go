@@ -280,7 +280,7 @@ func (l *Ledger) UnknownBefore(margin time.Duration) time.Time {
 
 // Copy returns a deep copy.
 func (l *Ledger) Copy() *Ledger {
-	c := &Ledger{Format: l.Format, Owner: l.Owner, Versions: make([]Version, len(l.Versions))}
+	c := &Ledger{Format: l.Format, Owner: l.Owner, Versions: make([]Version, len(l.Versions)), MaxSerial: l.MaxSerial, HasSerial: l.HasSerial}
 	for i, v := range l.Versions {
 		v.Records = slices.Clone(v.Records)
 		v.Seen = slices.Clone(v.Seen)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -240,4 +241,50 @@ func (m *memStore) ListMigrations() ([]string, error) {
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// ListLedgers and ListMaterial make memStore an Enumerator (for the
+// conformance suite and CopyStore).
+func (m *memStore) ListLedgers() ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := []string{}
+	for o := range m.ledgers {
+		out = append(out, o)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func (m *memStore) ListMaterial(host string) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := []string{}
+	for k := range m.material {
+		if h, n, _ := strings.Cut(k, "/"); h == host {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// The hooks of the property and crash tests (testStore).
+
+func (m *memStore) armSaveFault() {
+	m.mu.Lock()
+	m.failSave = 1
+	m.mu.Unlock()
+}
+
+func (m *memStore) clearFaults() {
+	m.mu.Lock()
+	m.failSave = 0
+	m.mu.Unlock()
+}
+
+func (m *memStore) violationList() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.violations)
 }

@@ -52,11 +52,17 @@ func TestPropertyRollover(t *testing.T) {
 // parallelSeeds runs run(i, stats) for i in [0, n) on every core and
 // returns each result by i, and the stats of all runs summed.
 func parallelSeeds(n int, run func(i int, stats map[string]int) string) ([]string, map[string]int) {
+	return parallelSeedsOn(n, max(1, runtime.GOMAXPROCS(0)), run)
+}
+
+// parallelSeedsOn is parallelSeeds with workers goroutines (more than the
+// cores for seeds that wait on a real store's I/O).
+func parallelSeedsOn(n, workers int, run func(i int, stats map[string]int) string) ([]string, map[string]int) {
 	msgs := make([]string, n)
 	each := make([]map[string]int, n)
 	next := make(chan int)
 	var wg sync.WaitGroup
-	for range max(1, runtime.GOMAXPROCS(0)) {
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -82,7 +88,7 @@ func parallelSeeds(n int, run func(i int, stats map[string]int) string) ([]strin
 
 type propRun struct {
 	w        *world
-	store    *memStore
+	store    testStore
 	sc       scenario
 	rng      *rand.Rand
 	ttlMax   uint32
@@ -92,6 +98,12 @@ type propRun struct {
 }
 
 func runProperty(tb testing.TB, seed uint64, stats map[string]int) (failure string) {
+	return runPropertyOn(tb, seed, stats, newMemStore())
+}
+
+// runPropertyOn is runProperty on store (fresh and empty: a memStore, or a
+// real store wrapped by newHookStore).
+func runPropertyOn(tb testing.TB, seed uint64, stats map[string]int, store testStore) (failure string) {
 	p := getPKI(tb)
 	rng := rand.New(rand.NewPCG(seed, 0x7715a))
 	scs := scenarios(p)
@@ -108,7 +120,7 @@ func runProperty(tb testing.TB, seed uint64, stats map[string]int) (failure stri
 	reqTTL := pick(0, 60, 300, 3600)
 	margin := []time.Duration{0, time.Second, 30 * time.Second}[rng.IntN(3)]
 	w := newWorld(tb, o)
-	r := &propRun{w: w, store: newMemStore(), sc: sc, rng: rng, stats: stats}
+	r := &propRun{w: w, store: store, sc: sc, rng: rng, stats: stats}
 	r.ttlMax = max(o.initTTL, reqTTL, o.negTTL, 60)
 	r.provided = sc.plan == PlanRenew || rng.IntN(2) == 0
 	w.logf("seed %d: %s, initial TTL %d, TTL %d, negative TTL %d, margin %s, delays %v, %d addresses, material at start %v",
@@ -131,8 +143,8 @@ func runProperty(tb testing.TB, seed uint64, stats map[string]int) (failure stri
 		if len(w.violations) > 0 {
 			return fail("world invariant broken:\n  " + strings.Join(w.violations, "\n  "))
 		}
-		if len(r.store.violations) > 0 {
-			return fail("state not append-only:\n  " + strings.Join(r.store.violations, "\n  "))
+		if v := r.store.violationList(); len(v) > 0 {
+			return fail("state not append-only:\n  " + strings.Join(v, "\n  "))
 		}
 		return ""
 	}
@@ -156,7 +168,7 @@ func runProperty(tb testing.TB, seed uint64, stats map[string]int) (failure stri
 		d.setLag(i, false)
 	}
 	w.dep.failDeploy, w.dep.failServed, w.dep.stale = 0, 0, 0
-	r.store.failSave = 0
+	r.store.clearFaults()
 	w.logf("faults stop")
 	ctx := context.Background()
 	var st *State

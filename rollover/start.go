@@ -58,7 +58,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (*State, error) {
 	if req.Port == 0 {
 		req.Port = 25
 	}
-	unlock, err := e.lock(ctx, host)
+	ctx, unlock, err := e.lock(ctx, host)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +135,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (*State, error) {
 	case PlanPublish:
 		st.Want = canonicalTexts(req.Want)
 		if req.Force {
-			st.History = append(st.History, Event{At: now, Step: StepSetRRset, What: "forced", Detail: "--force: the new RRset is not checked against the served chain"})
+			e.note(st, Event{At: now, Step: StepSetRRset, What: "forced", Detail: "--force: the new RRset is not checked against the served chain"})
 		}
 	case PlanCAMigration:
 		cas := req.NewCAs
@@ -182,7 +182,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (*State, error) {
 			return nil, err
 		}
 	}
-	st.History = append(st.History, Event{At: now, Step: st.CurrentStep(), What: "started",
+	e.note(st, Event{At: now, Step: st.CurrentStep(), What: "started",
 		Detail: fmt.Sprintf("%s rollover of %s; RRset %s", req.Plan, st.Owner, abbrev(recordTexts(cur.Records)))})
 	st.Force = req.Force && req.Plan == PlanPublish
 	st.Migration = req.Migration
@@ -201,7 +201,7 @@ func mustParse(ss []string) []tlsa.Record {
 // them (e.g. a ca-migration after its TTL wait). It checks the material fits
 // the plan; it deploys nothing.
 func (e *Engine) Provide(ctx context.Context, host string, m Material) (*State, error) {
-	st, unlock, err := e.loadLocked(ctx, host)
+	st, ctx, unlock, err := e.loadLocked(ctx, host)
 	if err != nil {
 		return st, err
 	}
@@ -246,7 +246,7 @@ func (e *Engine) stage(st *State, m Material, now time.Time) error {
 		return err
 	}
 	st.NewEE, st.NewLeafSPKI = ee.String(), fmt.Sprintf("%x", ee.Data)
-	st.History = append(st.History, Event{At: now, Step: st.CurrentStep(), What: "material staged",
+	e.note(st, Event{At: now, Step: st.CurrentStep(), What: "material staged",
 		Detail: fmt.Sprintf("new certificate %q, SPKI %s…, expires %s", leaf.Subject.CommonName, short(st.NewLeafSPKI), leaf.NotAfter.UTC().Format("2006-01-02"))})
 	return nil
 }

@@ -125,7 +125,7 @@ func (e *Engine) stepBack(st *State, why string) error {
 	from := st.CurrentStep()
 	st.Step = to
 	st.NotBefore = time.Time{}
-	st.History = append(st.History, Event{At: e.now(), Step: from, What: "stepped back",
+	e.note(st, Event{At: e.now(), Step: from, What: "stepped back",
 		Detail: fmt.Sprintf("%s: back to %s, then the TTL wait starts again", why, st.CurrentStep())})
 	return errSteppedBack
 }
@@ -151,7 +151,7 @@ func (e *Engine) publish(ctx context.Context, st *State, t Target, step StepKind
 			return fmt.Errorf("provider: %w", err)
 		}
 		e.fail("after-set")
-		st.History = append(st.History, Event{At: e.now(), Step: step, What: "published", Detail: abbrev(recordTexts(rs.Records))})
+		e.note(st, Event{At: e.now(), Step: step, What: "published", Detail: abbrev(recordTexts(rs.Records))})
 	}
 	return e.confirm(ctx, st, t, step, *rs)
 }
@@ -180,7 +180,7 @@ func (e *Engine) preparePublish(ctx context.Context, st *State, t Target, step S
 		}
 		var kept []tlsa.Record
 		if want, kept = keepForSharers(cur, want, sharers, e.now()); len(kept) > 0 && !sameSet(cur, want) {
-			st.History = append(st.History, Event{At: e.now(), Step: step, What: "kept",
+			e.note(st, Event{At: e.now(), Step: step, What: "kept",
 				Detail: fmt.Sprintf("%s stays: another host that shares the RRset still serves a chain it matches", abbrev(recordTexts(kept)))})
 		}
 	}
@@ -218,7 +218,7 @@ func (e *Engine) preparePublish(ctx context.Context, st *State, t Target, step S
 	if err := e.wrote(ctx, st, t.DNS.Owner(), set, "tlsactl "+string(step), now); err != nil {
 		return nil, false, err
 	}
-	st.History = append(st.History, Event{At: now, Step: step, What: "publishing", Detail: abbrev(recordTexts(want))})
+	e.note(st, Event{At: now, Step: step, What: "publishing", Detail: abbrev(recordTexts(want))})
 	if err := e.Store.Save(st); err != nil {
 		return nil, false, err
 	}
@@ -254,7 +254,7 @@ func (e *Engine) confirm(ctx context.Context, st *State, t Target, step StepKind
 	if ttl != st.TTL {
 		detail += fmt.Sprintf(" with TTL %d (asked for %d); waits use the TTL served", ttl, st.TTL)
 	}
-	st.History = append(st.History, Event{At: e.now(), Step: step, What: "confirmed", Detail: detail})
+	e.note(st, Event{At: e.now(), Step: step, What: "confirmed", Detail: detail})
 	e.fail("after-confirm")
 	return nil
 }
@@ -487,7 +487,7 @@ func (e *Engine) deploy(ctx context.Context, st *State, t Target) error {
 		return err
 	}
 	now := e.now()
-	st.History = append(st.History, Event{At: now, Step: StepDeploy, What: "deploying", Detail: "new certificate SPKI " + short(st.NewLeafSPKI) + "…"})
+	e.note(st, Event{At: now, Step: StepDeploy, What: "deploying", Detail: "new certificate SPKI " + short(st.NewLeafSPKI) + "…"})
 	if err := e.Store.Save(st); err != nil {
 		return err
 	}
@@ -503,7 +503,7 @@ func (e *Engine) deploy(ctx context.Context, st *State, t Target) error {
 	if !allServe(served, chain[0]) {
 		return fmt.Errorf("the deploy reported success, but not every address of %s serves the new certificate", st.Host)
 	}
-	st.History = append(st.History, Event{At: e.now(), Step: StepDeploy, What: "deployed", Detail: "every address serves the new certificate"})
+	e.note(st, Event{At: e.now(), Step: StepDeploy, What: "deployed", Detail: "every address serves the new certificate"})
 	return nil
 }
 

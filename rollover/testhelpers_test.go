@@ -565,7 +565,9 @@ func (f *fakeDeployer) Snapshot(ctx context.Context) (Material, error) {
 	for _, c := range f.addrs[0] {
 		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
-	return Material{ChainPEM: b}, nil
+	// A server's files hold a key too (the fake has none to read): real
+	// stores refuse to stage a chain without one.
+	return Material{ChainPEM: b, KeyPEM: []byte("-----BEGIN PRIVATE KEY-----\n(the fake deployer's key)\n-----END PRIVATE KEY-----\n")}, nil
 }
 
 func (f *fakeDeployer) Deploy(ctx context.Context, m Material, restore Material) error {
@@ -966,6 +968,104 @@ func (s crashStore) Save(st *State) error {
 	return err
 }
 
+// crashLeaseStore is crashStore of a store whose locks are leases.
+type crashLeaseStore struct {
+	crashStore
+	l Leaser
+}
+
+func (s crashLeaseStore) LockLease(ctx context.Context, kind, name string) (context.Context, func() error, error) {
+	return s.l.LockLease(ctx, kind, name)
+}
+
+// testStore is a Store with the hooks the property and crash tests use:
+// memStore, or a real store wrapped by newHookStore.
+type testStore interface {
+	Store
+	armSaveFault()           // the next Save fails without writing
+	clearFaults()            // no armed Save fault
+	violationList() []string // append-only breaches seen by Save
+	state(host string) *State
+	seed(owner string, rs RRSet, negTTL uint32, at time.Time)
+}
+
+// hookStore gives a real store (FileStore, PGStore) memStore's hooks: an
+// armed Save fault and the append-only check of every Save.
+type hookStore struct {
+	Store
+	mu         sync.Mutex
+	failSave   int
+	violations []string
+}
+
+// hookLeaseStore is a hookStore of a store whose locks are leases.
+type hookLeaseStore struct {
+	*hookStore
+	l Leaser
+}
+
+func (h hookLeaseStore) LockLease(ctx context.Context, kind, name string) (context.Context, func() error, error) {
+	return h.l.LockLease(ctx, kind, name)
+}
+
+func newHookStore(s Store) testStore {
+	h := &hookStore{Store: s}
+	if l, ok := s.(Leaser); ok {
+		return hookLeaseStore{hookStore: h, l: l}
+	}
+	return h
+}
+
+func (h *hookStore) Save(st *State) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.failSave > 0 {
+		h.failSave--
+		return errors.New("hookstore: disk full")
+	}
+	if prev, err := h.Store.Load(st.Host); err == nil && prev.Created.Equal(st.Created) {
+		h.violations = append(h.violations, appendOnly(prev, st)...)
+	}
+	return h.Store.Save(st)
+}
+
+func (h *hookStore) armSaveFault() {
+	h.mu.Lock()
+	h.failSave = 1
+	h.mu.Unlock()
+}
+
+func (h *hookStore) clearFaults() {
+	h.mu.Lock()
+	h.failSave = 0
+	h.mu.Unlock()
+}
+
+func (h *hookStore) violationList() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.violations)
+}
+
+func (h *hookStore) state(host string) *State {
+	st, err := h.Store.Load(host)
+	if err != nil {
+		return nil
+	}
+	return st
+}
+
+func (h *hookStore) seed(owner string, rs RRSet, negTTL uint32, at time.Time) {
+	ttl := rs.TTL
+	if len(rs.Records) == 0 {
+		ttl = negTTL
+	}
+	_, _ = h.Store.UpdateLedger(context.Background(), owner, func(l *Ledger) error {
+		l.Record([]Sighting{{Kind: SourceAuthoritative, Source: "auth seed", Records: rs.Records, TTL: ttl}}, negTTL, at)
+		return nil
+	})
+}
+
 // engine returns a fresh engine ("process") on the world and store; every
 // call boundary goes through c. Every host of the world is a target; its
 // deploy-target peers and the hosts sharing its owner come with it.
@@ -976,8 +1076,12 @@ func (w *world) engine(store Store, c *crasher) *Engine {
 	wrap := func(h *simHost) (DNS, Deployer) {
 		return crashDNS{inner: h.dns, fd: h.dns, c: c}, crashDeployer{inner: h.dep, c: c}
 	}
+	var es Store = crashStore{Store: store, c: c}
+	if l, ok := store.(Leaser); ok { // a PGStore: the engine works with its leases
+		es = crashLeaseStore{crashStore: crashStore{Store: store, c: c}, l: l}
+	}
 	return &Engine{
-		Store: crashStore{Store: store, c: c},
+		Store: es,
 		Clock: w.clock,
 		Target: func(host string) (Target, error) {
 			h := w.host(host)
@@ -1080,7 +1184,7 @@ func (sc scenario) start(tb testing.TB, w *world, store Store, withMaterial bool
 	tb.Helper()
 	req := sc.startReq(getPKI(tb))
 	req.TTL, req.Margin = ttl, margin
-	if ms, ok := store.(*memStore); ok {
+	if ms, ok := store.(testStore); ok {
 		// A check timer has watched the name for two days: ages are known.
 		ms.seed(testOwner, w.dns.changes[0].rr, w.dns.negTTL, testBase.Add(-48*time.Hour))
 	}
@@ -1131,13 +1235,13 @@ func (w *world) runToEnd(tb testing.TB, e *Engine) *State {
 }
 
 // assertClean fails the test on world-invariant or append-only violations.
-func assertClean(tb testing.TB, w *world, store *memStore) {
+func assertClean(tb testing.TB, w *world, store testStore) {
 	tb.Helper()
 	if len(w.violations) > 0 {
 		tb.Errorf("world invariant broken:\n  %s\ntrace:\n  %s", strings.Join(w.violations, "\n  "), strings.Join(w.trace, "\n  "))
 	}
-	if store != nil && len(store.violations) > 0 {
-		tb.Errorf("state not append-only:\n  %s", strings.Join(store.violations, "\n  "))
+	if store != nil && len(store.violationList()) > 0 {
+		tb.Errorf("state not append-only:\n  %s", strings.Join(store.violationList(), "\n  "))
 	}
 }
 
@@ -1152,7 +1256,7 @@ func assertRRSet(tb testing.TB, got []tlsa.Record, want ...tlsa.Record) {
 // (event i of a random run): a failing or half-applied provider call, a
 // lagging secondary, a failed wait, deploy, probe or save, a deploy that
 // leaves an address stale.
-func armFault(w *world, rng *mrand.Rand, i int, d *fakeDNS, dep *fakeDeployer, store *memStore) {
+func armFault(w *world, rng *mrand.Rand, i int, d *fakeDNS, dep *fakeDeployer, store testStore) {
 	f := rng.IntN(9)
 	switch f {
 	case 0:
@@ -1179,7 +1283,7 @@ func armFault(w *world, rng *mrand.Rand, i int, d *fakeDNS, dep *fakeDeployer, s
 	case 7:
 		d.failCurrent = 1
 	case 8:
-		store.failSave = 1
+		store.armSaveFault()
 	}
 	w.logf("event %d: fault %s armed (%s)", i, faultNames[f], d.Owner())
 }

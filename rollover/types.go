@@ -138,6 +138,10 @@ type Event struct {
 	Step   StepKind  `json:"step"`
 	What   string    `json:"what"`             // "published", "deployed", "refused", "error", "waiting", …
 	Detail string    `json:"detail,omitempty"` // human sentence
+	// Runner names the tlsactl runner that wrote the event (Engine.Runner;
+	// empty for a single runner, and in histories written before runners
+	// were named).
+	Runner string `json:"runner,omitempty"`
 }
 
 // State is everything persisted about one host's rollover. It is written
@@ -315,12 +319,19 @@ type Deployer interface {
 }
 
 // Store persists rollover state, staged material and the ledgers of TLSA
-// owner names. Implementations write atomically (temp file + rename) with
-// mode 0600.
+// owner names. Every write is atomic: a reader sees the old or the new
+// content, never a mix. Two implementations ship: *FileStore (a local
+// directory, files written with mode 0600; the default) and *PGStore (a
+// PostgreSQL database that several runners share; its locks are leases, see
+// Leaser, and its private keys are encrypted).
+//
+// Callers hold the host's Lock around load → check → act → save; a store
+// whose locks are leases (PGStore) refuses a Save of a host it holds no
+// lease for.
 type Store interface {
 	// Lock takes the per-host lock; the returned function releases it.
 	// It fails with ErrLocked while another process holds it (stale locks
-	// of dead processes are recovered).
+	// of dead processes are recovered; a lease lapses).
 	Lock(ctx context.Context, host string) (unlock func() error, err error)
 	// Load returns the host's state, or ErrNoRollover.
 	Load(host string) (*State, error)
@@ -360,6 +371,10 @@ type BatchDNS interface {
 var (
 	ErrNoRollover = errors.New("no rollover for this host")
 	ErrLocked     = errors.New("another tlsactl process is working on this host")
+	// ErrLeaseLost: a write refused by the fencing token, or a lease that
+	// expired or was taken (see Leaser): this runner must stop acting on
+	// the host or migration; another runner continues it.
+	ErrLeaseLost  = errors.New("the lease was lost: another runner may act now, this one stopped")
 	ErrNoMaterial = errors.New("no staged material")
 	// ErrUnsafe: the action would break the safety invariant now; see
 	// *UnsafeError for why and when it becomes safe.

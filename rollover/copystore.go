@@ -1,0 +1,252 @@
+package rollover
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// Enumerator lists everything a store holds, for CopyStore. *FileStore and
+// *PGStore implement it.
+type Enumerator interface {
+	ListLedgers() ([]string, error)             // TLSA owner names with a ledger, sorted
+	ListMaterial(host string) ([]string, error) // staged material names of host, sorted
+}
+
+// CopyReport counts what CopyStore copied.
+type CopyReport struct{ States, Materials, Ledgers, Migrations int }
+
+// CopyStore copies every state, staged material, ledger and migration of src into dst (dst must be empty
+// of those names, else an error naming the first conflict, nothing written for it), then reads everything back from dst
+// and compares it with src; a difference is an error naming it.
+//
+// src must be an Enumerator; migrations are copied when both stores are
+// MigrationStores. Material is copied for the hosts with state and the hosts
+// of migrations. Every conflict is looked for before anything is written,
+// so a conflict writes nothing at all. Each host's state and material are
+// written under dst's lock of the host, each migration under its lock
+// (a PGStore fences them by its leases). Documents are compared as the
+// JSON a FileStore writes, so a copy between a FileStore and a PGStore is
+// byte-for-byte. CopyStore does not lock src: stop the runners first.
+func CopyStore(ctx context.Context, dst, src Store) (CopyReport, error) {
+	var rep CopyReport
+	en, ok := src.(Enumerator)
+	if !ok {
+		return rep, fmt.Errorf("rollover: copy: the source store (%T) cannot list its contents", src)
+	}
+	hosts, err := src.List()
+	if err != nil {
+		return rep, err
+	}
+	owners, err := en.ListLedgers()
+	if err != nil {
+		return rep, err
+	}
+	srcM, _ := src.(MigrationStore)
+	dstM, _ := dst.(MigrationStore)
+	var migs []string
+	if srcM != nil {
+		if migs, err = srcM.ListMigrations(); err != nil {
+			return rep, err
+		}
+		if len(migs) > 0 && dstM == nil {
+			return rep, fmt.Errorf("rollover: copy: the destination store (%T) cannot hold migrations", dst)
+		}
+	}
+	matHosts := slices.Clone(hosts)
+	for _, name := range migs {
+		m, err := srcM.LoadMigration(name)
+		if err != nil {
+			return rep, err
+		}
+		for _, h := range m.Hosts {
+			if n, err := normalizeHost(h.Host); err == nil {
+				matHosts = append(matHosts, n)
+			}
+		}
+	}
+	slices.Sort(matHosts)
+	matHosts = slices.Compact(matHosts)
+	mats := map[string][]string{}
+	for _, h := range matHosts {
+		if mats[h], err = en.ListMaterial(h); err != nil {
+			return rep, err
+		}
+	}
+
+	// Conflicts first: nothing is written when dst holds any of the names.
+	for _, h := range hosts {
+		if _, err := dst.Load(h); err == nil {
+			return rep, fmt.Errorf("rollover: copy: the destination already has a state for %s: copy into an empty store", h)
+		} else if !errors.Is(err, ErrNoRollover) {
+			return rep, err
+		}
+	}
+	for _, h := range matHosts {
+		for _, n := range mats[h] {
+			if _, err := dst.GetMaterial(h, n); err == nil {
+				return rep, fmt.Errorf("rollover: copy: the destination already has staged material %s/%s: copy into an empty store", h, n)
+			} else if !errors.Is(err, ErrNoMaterial) {
+				return rep, err
+			}
+		}
+	}
+	for _, o := range owners {
+		l, err := dst.LoadLedger(o)
+		if err != nil {
+			return rep, err
+		}
+		if len(l.Versions) > 0 {
+			return rep, fmt.Errorf("rollover: copy: the destination already has a ledger for %s: copy into an empty store", o)
+		}
+	}
+	for _, name := range migs {
+		if _, err := dstM.LoadMigration(name); err == nil {
+			return rep, fmt.Errorf("rollover: copy: the destination already has migration %s: copy into an empty store", name)
+		} else if !errors.Is(err, ErrNoMigration) {
+			return rep, err
+		}
+	}
+
+	// Write.
+	for _, h := range matHosts {
+		if err := copyHost(ctx, dst, src, h, slices.Contains(hosts, h), mats[h], &rep); err != nil {
+			return rep, err
+		}
+	}
+	for _, o := range owners {
+		l, err := src.LoadLedger(o)
+		if err != nil {
+			return rep, err
+		}
+		if _, err := dst.UpdateLedger(ctx, o, func(d *Ledger) error { *d = *l.Copy(); return nil }); err != nil {
+			return rep, fmt.Errorf("rollover: copy ledger of %s: %w", o, err)
+		}
+		rep.Ledgers++
+	}
+	for _, name := range migs {
+		m, err := srcM.LoadMigration(name)
+		if err != nil {
+			return rep, err
+		}
+		unlock, err := dstM.LockMigration(ctx, name)
+		if err != nil {
+			return rep, err
+		}
+		err = dstM.SaveMigration(m)
+		_ = unlock()
+		if err != nil {
+			return rep, fmt.Errorf("rollover: copy migration %s: %w", name, err)
+		}
+		rep.Migrations++
+	}
+	return rep, verifyCopy(dst, src, hosts, matHosts, mats, owners, migs)
+}
+
+// copyHost writes host h's state (when it has one) and material under dst's
+// lock of the host.
+func copyHost(ctx context.Context, dst, src Store, h string, state bool, names []string, rep *CopyReport) error {
+	unlock, err := dst.Lock(ctx, h)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	for _, n := range names {
+		m, err := src.GetMaterial(h, n)
+		if err != nil {
+			return err
+		}
+		if err := dst.PutMaterial(h, n, m); err != nil {
+			return fmt.Errorf("rollover: copy material %s/%s: %w", h, n, err)
+		}
+		rep.Materials++
+	}
+	if !state {
+		return nil
+	}
+	st, err := src.Load(h)
+	if err != nil {
+		return err
+	}
+	if err := dst.Save(st); err != nil {
+		return fmt.Errorf("rollover: copy state of %s: %w", h, err)
+	}
+	rep.States++
+	return nil
+}
+
+// verifyCopy reads everything back from dst and compares it with src.
+func verifyCopy(dst, src Store, hosts, matHosts []string, mats map[string][]string, owners, migs []string) error {
+	same := func(what string, a, b []byte) error {
+		if !bytes.Equal(a, b) {
+			return fmt.Errorf("rollover: copy: %s read back from the destination differs from the source", what)
+		}
+		return nil
+	}
+	for _, h := range hosts {
+		a, err := src.Load(h)
+		if err != nil {
+			return err
+		}
+		b, err := dst.Load(h)
+		if err != nil {
+			return fmt.Errorf("rollover: copy: reading back the state of %s: %w", h, err)
+		}
+		ja, _ := encodeState(a)
+		jb, _ := encodeState(b)
+		if err := same("the state of "+h, ja, jb); err != nil {
+			return err
+		}
+	}
+	for _, h := range matHosts {
+		for _, n := range mats[h] {
+			a, err := src.GetMaterial(h, n)
+			if err != nil {
+				return err
+			}
+			b, err := dst.GetMaterial(h, n)
+			if err != nil {
+				return fmt.Errorf("rollover: copy: reading back material %s/%s: %w", h, n, err)
+			}
+			if err := errors.Join(same("the chain of "+h+"/"+n, a.ChainPEM, b.ChainPEM), same("the key of "+h+"/"+n, a.KeyPEM, b.KeyPEM)); err != nil {
+				return err
+			}
+		}
+	}
+	for _, o := range owners {
+		a, err := src.LoadLedger(o)
+		if err != nil {
+			return err
+		}
+		b, err := dst.LoadLedger(o)
+		if err != nil {
+			return fmt.Errorf("rollover: copy: reading back the ledger of %s: %w", o, err)
+		}
+		ja, _ := changeLedger(a, o, func(*Ledger) error { return nil })
+		jb, _ := changeLedger(b, o, func(*Ledger) error { return nil })
+		if err := same("the ledger of "+o, ja, jb); err != nil {
+			return err
+		}
+	}
+	if len(migs) > 0 {
+		srcM, dstM := src.(MigrationStore), dst.(MigrationStore)
+		for _, name := range migs {
+			a, err := srcM.LoadMigration(name)
+			if err != nil {
+				return err
+			}
+			b, err := dstM.LoadMigration(name)
+			if err != nil {
+				return fmt.Errorf("rollover: copy: reading back migration %s: %w", name, err)
+			}
+			ja, _ := encodeMigration(a)
+			jb, _ := encodeMigration(b)
+			if err := same("migration "+name, ja, jb); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
