@@ -1,3 +1,5 @@
+//go:build !noacme
+
 package main
 
 import (

@@ -373,25 +373,27 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 }
 
 // recordCheck adds every secure TLSA RRset the check saw to the ledger of
-// its owner (after CNAMEs), when a state directory is given (--state-dir,
-// or the state_dir of --config). What the validating resolver returned may
+// its owner (after CNAMEs), when a state is given (--state-dir, or the
+// state or state_dir of --config: a directory or the shared database). What the validating resolver returned may
 // be a cached copy: it is recorded as a resolver sighting.
 func recordCheck(c *cli.Context, rep check.Report, resolver string) error {
-	dir := c.String(flagStateDir)
-	if dir == "" && c.String(flagConfig) != "" {
-		cfg, err := config.Load(c.String(flagConfig))
-		if err != nil {
+	var cfg *config.Config
+	if c.String(flagStateDir) == "" && c.String(flagConfig) != "" {
+		var err error
+		if cfg, err = config.Load(c.String(flagConfig)); err != nil {
 			return err
 		}
-		dir = cfg.StateDir
-	}
-	if dir == "" {
+		if cfg.State == "" && cfg.StateDir == "" {
+			return nil
+		}
+	} else if c.String(flagStateDir) == "" {
 		return nil
 	}
-	store, err := rollover.NewFileStore(dir)
+	store, err := openStore(c.Context, storeSpecFor(c, cfg))
 	if err != nil {
 		return err
 	}
+	defer store.Close()
 	now := time.Now()
 	var errs []error
 	for _, h := range rep.Hosts {
@@ -407,7 +409,7 @@ func recordCheck(c *cli.Context, rep check.Report, resolver string) error {
 			recs = append(recs, rec)
 		}
 		s := rollover.Sighting{Kind: rollover.SourceResolver, Source: "resolver " + resolver, Records: recs, TTL: h.TLSA.TTL}
-		if _, _, err := rollover.Record(c.Context, store, h.TLSA.Owner, []rollover.Sighting{s}, 0, now); err != nil {
+		if _, _, err := rollover.Record(c.Context, store.fullStore, h.TLSA.Owner, []rollover.Sighting{s}, 0, now); err != nil {
 			errs = append(errs, err)
 		}
 	}

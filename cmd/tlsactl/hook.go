@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/pem"
@@ -27,10 +28,19 @@ const exitHookHeld = 75
 
 // The environment ACME clients give their hooks.
 const (
-	envLegoDomain   = "LEGO_CERT_DOMAIN"
-	envLegoCert     = "LEGO_CERT_PATH"
-	envLegoKey      = "LEGO_CERT_KEY_PATH"
-	envLegoIssuer   = "LEGO_ISSUER_CERT_PATH"
+	// lego v4 (--run-hook, --renew-hook).
+	envLegoDomain = "LEGO_CERT_DOMAIN"
+	envLegoCert   = "LEGO_CERT_PATH"
+	envLegoKey    = "LEGO_CERT_KEY_PATH"
+	envLegoIssuer = "LEGO_ISSUER_CERT_PATH"
+	// lego v5 (--deploy-hook; lego's cmd/internal/hook/metadata.go). The
+	// certificate's name is the first domain unless --cert.name; the
+	// domains are comma-separated.
+	envLego5Name    = "LEGO_HOOK_CERT_NAME"
+	envLego5Domains = "LEGO_HOOK_CERT_DOMAINS"
+	envLego5Cert    = "LEGO_HOOK_CERT_PATH"
+	envLego5Key     = "LEGO_HOOK_CERT_KEY_PATH"
+	envLego5Issuer  = "LEGO_HOOK_ISSUER_CERT_PATH"
 	envCertbotDir   = "RENEWED_LINEAGE"
 	envCertbotNames = "RENEWED_DOMAINS"
 )
@@ -39,8 +49,10 @@ const hookWorkflows = `WORKFLOWS:
    Same key at every renewal (lego --reuse-key, certbot --reuse-key): the 3 1 1 digest never
    changes. The hook verifies the new chain and deploys it at once (a renew rollover whose
    3 1 1 replacement is a no-op); the 2 1 1 of the CA covers the chain.
+      lego run --path /etc/lego --email you@example.nl --dns dnsupdate -d mx.example.nl \
+          --reuse-key --deploy-hook 'tlsactl hook lego'                          # lego v5
       lego --path /etc/lego --email you@example.nl --dns rfc2136 -d mx.example.nl \
-          renew --reuse-key --renew-hook 'tlsactl hook lego'
+          renew --reuse-key --renew-hook 'tlsactl hook lego'                     # lego v4
       certbot renew --reuse-key --deploy-hook 'tlsactl hook certbot'
 
    A fresh key at every renewal, never an outage (next key, RFC 7671 §8.1): after each
@@ -49,6 +61,8 @@ const hookWorkflows = `WORKFLOWS:
    is needed. Renew from that CSR; the hook hands the certificate to the waiting
    key-prepublish rollover, which deploys it (the 3 1 1 has aged long ago) and retires the
    old 3 1 1. lego --csr writes no key: the hook takes the next key from the state directory.
+      lego run --path /etc/lego --email you@example.nl --dns dnsupdate \
+          --csr /var/lib/tlsactl/keys/mx.example.nl/next.csr --deploy-hook 'tlsactl hook lego'  # v5
       lego --path /etc/lego --email you@example.nl --dns rfc2136 \
           --csr /var/lib/tlsactl/keys/mx.example.nl/next.csr renew --renew-hook 'tlsactl hook lego'
 
@@ -72,7 +86,7 @@ func createHook() *cli.Command {
 		Name:  "hook",
 		Usage: "deploy an ACME client's new certificate without breaking DANE (lego, certbot hooks)",
 		Description: `Run from the ACME client after it obtained a certificate. The hook reads the new
-certificate chain and key, finds every configured [[host]] it is for (the domain the client
+certificate chain and key, finds every configured [[host]] it is for (the domains the client
 names and the certificate's other names; --host overrides), observes each host — what every
 address serves, and the TLSA RRset at the provider, at every authoritative server and at the
 resolver, recorded in the owner's ledger — and asks these decisions in order (the first that
@@ -96,7 +110,8 @@ applies wins; its reason is printed in brackets):
 
 The server is never left without a matching record: every DNS change and the swap are
 checked by the engine first. The chain handed over is the leaf first, then its issuer
-(lego: the bundle in LEGO_CERT_PATH, or LEGO_ISSUER_CERT_PATH; certbot: fullchain.pem).
+(lego v5: the bundle in LEGO_HOOK_CERT_PATH, or LEGO_HOOK_ISSUER_CERT_PATH; lego v4: the
+bundle in LEGO_CERT_PATH, or LEGO_ISSUER_CERT_PATH; certbot: fullchain.pem).
 
 ` + hookWorkflows + `
 
@@ -110,16 +125,49 @@ EXIT CODES:
 		Subcommands: []*cli.Command{
 			{
 				Name:  "lego",
-				Usage: "for lego --run-hook / --renew-hook (LEGO_CERT_DOMAIN, LEGO_CERT_PATH, LEGO_CERT_KEY_PATH, LEGO_ISSUER_CERT_PATH)",
-				Description: `Reads LEGO_CERT_DOMAIN, LEGO_CERT_PATH (the certificate; lego writes the bundle of leaf
-and issuer unless --no-bundle), LEGO_CERT_KEY_PATH and, when set, LEGO_ISSUER_CERT_PATH
-(lego 4.9.1 as shipped by Debian does not set it: then the issuer must be in the bundle).
-With lego --csr there is no key file: the key is the next key of 'tlsactl key next'.
+				Usage: "for lego v5 --deploy-hook (LEGO_HOOK_CERT_*) or lego v4 --run-hook / --renew-hook (LEGO_CERT_*)",
+				Description: `Accepts both of lego's hook contracts and tells them apart by the variables present.
+
+lego v5 (lego run ... --deploy-hook): LEGO_HOOK_CERT_PATH (the certificate; lego writes the
+bundle of leaf and issuer unless --no-bundle), LEGO_HOOK_CERT_KEY_PATH,
+LEGO_HOOK_ISSUER_CERT_PATH and LEGO_HOOK_CERT_DOMAINS (comma-separated). lego v5 has one
+command, 'run', for the first certificate and every renewal (it renews when the stored
+certificate is due: a third of its lifetime left, --renew-days N, --renew-force, or when
+the CA's renewal info says so); --run-hook and --renew-hook are gone, and so is 'renew'.
+It kills a deploy hook after --deploy-hook-timeout (2m): the hook holds a certificate
+back (exit 75) rather than wait. Its DNS provider for RFC 2136 is called 'dnsupdate'
+(DNSUPDATE_* variables). The first renewal from another CA (a new --server) needs
+--ari-disable: lego v5 names the stored certificate in the order ('replaces', RFC 9773)
+and a CA that did not issue it refuses the order. A lego v4 --path must be converted once
+with 'lego migrate --path DIR' (accounts and certificate metadata; the certificate files
+stay where they are); without it lego v5 makes itself a new account key.
+
+   lego run --path /etc/lego --email you@example.nl --dns dnsupdate -d mx.example.nl \
+       --deploy-hook 'tlsactl hook lego'
+
+lego v4 (Debian 12's 4.9.1): LEGO_CERT_DOMAIN, LEGO_CERT_PATH, LEGO_CERT_KEY_PATH and, when
+set, LEGO_ISSUER_CERT_PATH (lego 4.9.1 does not set it: then the issuer must be in the
+bundle).
 
    lego ... run --run-hook 'tlsactl hook lego'
    lego ... renew --renew-hook 'tlsactl hook lego'
 
-` + hookWorkflows,
+With lego --csr there is no key file: the key is the next key of 'tlsactl key next'.
+lego splits the hook command at blanks (no shell, no quotes): give the configuration as
+'tlsactl hook lego --config FILE' or with TLSACTL_CONFIG.
+
+` + hookWorkflows + `
+
+EXAMPLES:
+   lego run --path /etc/lego --email you@example.nl --dns dnsupdate -d mx.example.nl --deploy-hook 'tlsactl hook lego'
+   lego --path /etc/lego --email you@example.nl --dns rfc2136 -d mx.example.nl renew --renew-hook 'tlsactl hook lego'
+   TLSACTL_CONFIG=/etc/tlsactl/tlsactl.toml tlsactl hook lego --dry-run    # inside a hook: say what it would do
+
+EXIT CODES:
+   0   deployed, or nothing to do (or --dry-run)
+   1   a step failed or was refused; the server keeps its current certificate
+   2   bad input: missing hook environment, unknown domain, unreadable or mismatched files
+   75  held back (EX_TEMPFAIL): staged, deployed later by 'tlsactl rollover run'`,
 				Flags:  common(),
 				Action: runHookLego,
 			},
@@ -127,11 +175,33 @@ With lego --csr there is no key file: the key is the next key of 'tlsactl key ne
 				Name:  "certbot",
 				Usage: "for certbot --deploy-hook (RENEWED_LINEAGE, RENEWED_DOMAINS)",
 				Description: `Reads RENEWED_LINEAGE (the live directory: fullchain.pem, privkey.pem) and RENEWED_DOMAINS
-(space-separated names of the certificate).
+(space-separated names of the certificate). certbot stores --deploy-hook in the renewal
+configuration (its timer runs it again) and exits 0 whatever the hook returns: a certificate
+held back (75) is deployed by 'tlsactl rollover run'.
 
-   certbot renew --deploy-hook 'tlsactl hook certbot'
+   certbot certonly -d mx.example.nl ... --deploy-hook 'tlsactl hook certbot'
+   certbot renew --reuse-key --deploy-hook 'tlsactl hook certbot'
 
-` + hookWorkflows,
+certbot certonly --csr (the next key's CSR of 'tlsactl key next') writes no privkey.pem and
+runs no deploy hook (certbot 2.1): name the directory of its --fullchain-path yourself; the
+key is then the next key in the state directory (examples/hooks/certbot-csr.sh does this):
+
+   certbot certonly --csr /var/lib/tlsactl/keys/mx.example.nl/next.csr ... \
+       --cert-path DIR/cert.pem --chain-path DIR/chain.pem --fullchain-path DIR/fullchain.pem
+   RENEWED_LINEAGE=DIR tlsactl hook certbot --host mx.example.nl
+
+` + hookWorkflows + `
+
+EXAMPLES:
+   certbot renew --reuse-key --deploy-hook 'tlsactl hook certbot --config /etc/tlsactl/tlsactl.toml'
+   examples/hooks/certbot-csr.sh mx.example.nl    # the next-key CSR flow (certbot runs no hook for --csr)
+   RENEWED_LINEAGE=/etc/letsencrypt/live/mx.example.nl RENEWED_DOMAINS=mx.example.nl tlsactl hook certbot --dry-run
+
+EXIT CODES:
+   0   deployed, or nothing to do (or --dry-run)
+   1   a step failed or was refused; the server keeps its current certificate
+   2   bad input: missing hook environment, unknown domain, unreadable or mismatched files
+   75  held back (EX_TEMPFAIL): staged, deployed later by 'tlsactl rollover run'`,
 				Flags:  common(),
 				Action: runHookCertbot,
 			},
@@ -147,37 +217,85 @@ type hookInput struct {
 	certFrom string // file(s) the certificates came from, for messages
 	keyPEM   []byte // nil when the client wrote no key (lego --csr)
 	keyFrom  string
+	keyVar   string // the variable naming the key file (lego), for messages
 }
+
+// legoContract tells lego v5's hook environment (LEGO_HOOK_CERT_*) from
+// lego v4's (LEGO_CERT_*, LEGO_ISSUER_CERT_PATH) by the variables set:
+// 5, 4, or 0 when neither is. lego v5 sets none of v4's names, and v4 none
+// of v5's; v5's wins should both be set.
+func legoContract() int {
+	set := func(names ...string) bool {
+		for _, n := range names {
+			if os.Getenv(n) != "" {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case set(envLego5Cert, envLego5Key, envLego5Domains, envLego5Name, envLego5Issuer):
+		return 5
+	case set(envLegoCert, envLegoKey, envLegoDomain, envLegoIssuer):
+		return 4
+	}
+	return 0
+}
+
+// errNoLegoEnv is the bad input of 'tlsactl hook lego' run outside a lego hook.
+var errNoLegoEnv = fmt.Errorf("no lego hook variables are set (lego v5's %s, %s, %s; lego v4's %s, %s, %s): run 'tlsactl hook lego' as lego v5's 'run --deploy-hook' or lego v4's --run-hook / --renew-hook",
+	envLego5Cert, envLego5Key, envLego5Domains, envLegoCert, envLegoKey, envLegoDomain)
 
 func runHookLego(c *cli.Context) error {
 	in := &hookInput{source: "lego"}
-	certPath := os.Getenv(envLegoCert)
-	if certPath == "" {
-		return badInput(fmt.Errorf("%s is not set: run 'tlsactl hook lego' from lego's --run-hook or --renew-hook", envLegoCert))
-	}
-	domain := os.Getenv(envLegoDomain)
-	if domain == "" && c.String(flagHost) == "" {
-		return badInput(fmt.Errorf("%s is not set: run 'tlsactl hook lego' from lego's --run-hook or --renew-hook, or give --host", envLegoDomain))
-	}
-	if domain != "" {
-		in.domains = []string{domain}
+	var certPath, keyPath, issuerPath string
+	switch legoContract() {
+	case 5:
+		certPath, keyPath, issuerPath = os.Getenv(envLego5Cert), os.Getenv(envLego5Key), os.Getenv(envLego5Issuer)
+		in.keyVar = envLego5Key
+		if certPath == "" {
+			return badInput(fmt.Errorf("%s is not set (lego v5 sets it for --deploy-hook only, not for --pre-hook or --post-hook): run 'tlsactl hook lego' as lego run's --deploy-hook", envLego5Cert))
+		}
+		for _, d := range strings.Split(os.Getenv(envLego5Domains), ",") {
+			if d = strings.TrimSpace(d); d != "" {
+				in.domains = append(in.domains, d)
+			}
+		}
+		if len(in.domains) == 0 && c.String(flagHost) == "" {
+			return badInput(fmt.Errorf("%s is not set: run 'tlsactl hook lego' as lego run's --deploy-hook, or give --host", envLego5Domains))
+		}
+	case 4:
+		certPath, keyPath, issuerPath = os.Getenv(envLegoCert), os.Getenv(envLegoKey), os.Getenv(envLegoIssuer)
+		in.keyVar = envLegoKey
+		if certPath == "" {
+			return badInput(fmt.Errorf("%s is not set: run 'tlsactl hook lego' from lego v4's --run-hook or --renew-hook", envLegoCert))
+		}
+		domain := os.Getenv(envLegoDomain)
+		if domain == "" && c.String(flagHost) == "" {
+			return badInput(fmt.Errorf("%s is not set: run 'tlsactl hook lego' from lego v4's --run-hook or --renew-hook, or give --host", envLegoDomain))
+		}
+		if domain != "" {
+			in.domains = []string{domain}
+		}
+	default:
+		return badInput(errNoLegoEnv)
 	}
 	if err := in.addCerts(certPath); err != nil {
 		return badInput(err)
 	}
-	if p := os.Getenv(envLegoIssuer); p != "" {
-		if err := in.addCerts(p); err != nil {
+	if issuerPath != "" {
+		if err := in.addCerts(issuerPath); err != nil {
 			return badInput(err)
 		}
 	}
-	if p := os.Getenv(envLegoKey); p != "" {
-		in.keyFrom = p
+	if keyPath != "" {
+		in.keyFrom = keyPath
 		// lego --csr sets the variable but writes no key file (or leaves
 		// an old one): then the next key is looked up.
-		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
-			b, err := readKeyInput(p, nil)
+		if _, err := os.Stat(keyPath); !errors.Is(err, fs.ErrNotExist) {
+			b, err := readKeyInput(keyPath, nil)
 			if err != nil {
-				return badInput(fmt.Errorf("%s: %w", envLegoKey, err))
+				return badInput(fmt.Errorf("%s: %w", in.keyVar, err))
 			}
 			in.keyPEM = b
 		}
@@ -199,11 +317,16 @@ func runHookCertbot(c *cli.Context) error {
 		return badInput(err)
 	}
 	in.keyFrom = filepath.Join(dir, "privkey.pem")
-	b, err := readKeyInput(in.keyFrom, nil)
-	if err != nil {
-		return badInput(err)
+	// certbot certonly --csr writes no key (and runs no deploy hook): the
+	// directory of its --fullchain-path is handed over by hand, and the key
+	// is the next key of 'tlsactl key next'.
+	if _, err := os.Stat(in.keyFrom); !errors.Is(err, fs.ErrNotExist) {
+		b, err := readKeyInput(in.keyFrom, nil)
+		if err != nil {
+			return badInput(err)
+		}
+		in.keyPEM = b
 	}
-	in.keyPEM = b
 	return runHook(c, in)
 }
 
@@ -270,9 +393,9 @@ func (in *hookInput) material(keyDir string) (rollover.Material, []*x509.Certifi
 	}
 	switch {
 	case in.keyPEM == nil && in.keyFrom != "":
-		return rollover.Material{}, nil, fmt.Errorf("no private key for the certificate in %s: %s does not exist (lego --csr?) and %s does not hold its key either (see 'tlsactl key next')", in.certFrom, in.keyFrom, next)
+		return rollover.Material{}, nil, fmt.Errorf("no private key for the certificate in %s: %s does not exist (lego or certbot --csr?) and %s does not hold its key either (see 'tlsactl key next')", in.certFrom, in.keyFrom, next)
 	case in.keyPEM == nil:
-		return rollover.Material{}, nil, fmt.Errorf("no private key for the certificate in %s: %s is not set and %s does not hold its key either", in.certFrom, envLegoKey, next)
+		return rollover.Material{}, nil, fmt.Errorf("no private key for the certificate in %s: %s is not set and %s does not hold its key either", in.certFrom, cmp.Or(in.keyVar, envLegoKey), next)
 	}
 	return rollover.Material{}, nil, fmt.Errorf("the private key %s belongs to no certificate in %s (nor does the next key %s)", in.keyFrom, in.certFrom, next)
 }
@@ -426,7 +549,7 @@ func hookPrepare(c *cli.Context, env *rolloverEnv, h *config.Host, in *hookInput
 	}
 	leaf := chain[0]
 	if len(chain) < 2 {
-		return nil, badInput(fmt.Errorf("%s holds only the certificate, not its issuer: DANE-TA (2 1 1) needs the whole chain; let lego write the bundle (no --no-bundle) or set %s, or use certbot's fullchain.pem", in.certFrom, envLegoIssuer))
+		return nil, badInput(fmt.Errorf("%s holds only the certificate, not its issuer: DANE-TA (2 1 1) needs the whole chain; let lego write the bundle (no --no-bundle) or set %s (lego v5: %s), or use certbot's fullchain.pem", in.certFrom, envLegoIssuer, envLego5Issuer))
 	}
 	if !chain[1].IsCA {
 		return nil, badInput(fmt.Errorf("%s: the certificate after the leaf (%s) is not a CA certificate", in.certFrom, chain[1].Subject))

@@ -31,7 +31,8 @@ type hookResult struct {
 	code        int
 }
 
-var hookEnvVars = []string{envLegoDomain, envLegoCert, envLegoKey, envLegoIssuer, envCertbotDir, envCertbotNames}
+var hookEnvVars = []string{envLegoDomain, envLegoCert, envLegoKey, envLegoIssuer,
+	envLego5Name, envLego5Domains, envLego5Cert, envLego5Key, envLego5Issuer, envCertbotDir, envCertbotNames}
 
 // hook runs `tlsactl hook <client> --config <cfg> args…` in-process with
 // exactly the hook variables in env set, then posttls-finger.
@@ -80,6 +81,22 @@ func legoLayout(t *testing.T, domain string, leafPEM, issuerPEM, keyPEM []byte, 
 
 func legoEnvFor(t *testing.T, domain string, c *testbed.Chain, issuerVar bool) map[string]string {
 	return legoLayout(t, domain, c.Leaf.PEM, c.Intermediate.PEM, c.Leaf.KeyPEM, issuerVar)
+}
+
+// lego5Env is what lego v5's --deploy-hook gets for the files of a lego v4
+// environment (lego's cmd/internal/hook/metadata.go): the same files under
+// LEGO_HOOK_* names, the domains comma-separated, the certificate's name,
+// key type and account beside them.
+func lego5Env(v4 map[string]string, domains ...string) map[string]string {
+	env := map[string]string{
+		envLego5Cert: v4[envLegoCert], envLego5Key: v4[envLegoKey],
+		envLego5Issuer:  strings.TrimSuffix(v4[envLegoCert], ".crt") + ".issuer.crt",
+		envLego5Domains: strings.Join(domains, ","), envLego5Name: domains[0],
+		"LEGO_HOOK_CERT_NAME_SANITIZED": domains[0], "LEGO_HOOK_CERT_KEY_TYPE": "EC256",
+		"LEGO_HOOK_ACCOUNT_ID": "t@example.test", "LEGO_HOOK_ACCOUNT_EMAIL": "t@example.test",
+		"LEGO_HOOK_ACCOUNT_SERVER": "https://127.0.0.1:14000/dir",
+	}
+	return env
 }
 
 // certbotLineage builds certbot's layout: live/<name>/{fullchain,privkey}.pem
@@ -144,8 +161,14 @@ func TestHookLegoCertbot(t *testing.T) {
 			env          map[string]string
 			want         string
 		}{
-			{"lego without environment", "lego", nil, "LEGO_CERT_PATH is not set"},
-			{"lego without domain", "lego", map[string]string{envLegoCert: leafOnly[envLegoCert]}, "LEGO_CERT_DOMAIN is not set"},
+			{"lego without environment", "lego", nil, "no lego hook variables are set (lego v5's LEGO_HOOK_CERT_PATH, LEGO_HOOK_CERT_KEY_PATH, LEGO_HOOK_CERT_DOMAINS; lego v4's LEGO_CERT_PATH"},
+			{"lego v4 without certificate", "lego", map[string]string{envLegoDomain: h.name}, "LEGO_CERT_PATH is not set"},
+			{"lego v4 without domain", "lego", map[string]string{envLegoCert: leafOnly[envLegoCert]}, "LEGO_CERT_DOMAIN is not set"},
+			// lego v5's --pre-hook environment: no paths yet.
+			{"lego v5 pre-hook", "lego", map[string]string{envLego5Name: h.name, envLego5Domains: h.name, "LEGO_HOOK_CERT_KEY_TYPE": "EC256"}, "LEGO_HOOK_CERT_PATH is not set (lego v5 sets it for --deploy-hook only"},
+			{"lego v5 without domains", "lego", map[string]string{envLego5Cert: leafOnly[envLegoCert]}, "LEGO_HOOK_CERT_DOMAINS is not set"},
+			{"lego v5 unknown domain", "lego", lego5Env(legoEnvFor(t, "other.hook.test", other, false), "other.hook.test"), "is not a [[host]]"},
+			{"lego v5 missing certificate file", "lego", map[string]string{envLego5Domains: h.name, envLego5Cert: "/nonexistent/x.crt"}, "no such file"},
 			{"certbot without environment", "certbot", nil, "RENEWED_LINEAGE is not set"},
 			{"unknown domain", "lego", legoEnvFor(t, "other.hook.test", other, false), "is not a [[host]]"},
 			{"certbot unknown domain", "certbot", certbotLineage(t, []string{"other.hook.test"}, other), "is not a [[host]]"},
@@ -203,8 +226,10 @@ func TestHookLegoCertbot(t *testing.T) {
 	}
 
 	// (a') --reuse-key: a new certificate on the same key; the 3 1 1 stays.
+	// lego v5's contract: LEGO_HOOK_*, the domains comma-separated (one of
+	// them not configured).
 	a3 := testbed.MustChain(t, testbed.ChainOptions{DNSNames: []string{h.name}, Reuse: a2, ReuseKey: true})
-	r = h.hook("lego", legoEnvFor(t, h.name, a3, true))
+	r = h.hook("lego", lego5Env(legoEnvFor(t, h.name, a3, true), "www.hook.test", h.name))
 	h.wantHookCode("(a') same key", r, 0)
 	h.assertServes("(a') same key", a3)
 	h.assertKnot("(a') same key", roSorted(roRec(a2.Leaf, tlsa.DANEEE), roRec(a.Intermediate, tlsa.DANETA)))
@@ -235,8 +260,11 @@ func TestHookLegoCertbot(t *testing.T) {
 	}
 	notBefore := st.NotBefore
 	// lego (or a retry) calls the hook again with the same certificate: still
-	// held, nothing staged twice.
+	// held, nothing staged twice; lego v5's contract for the same files is
+	// the same certificate.
 	r = h.hook("lego", envB)
+	h.wantHookCode("(c) again", r, exitHookHeld)
+	r = h.hook("lego", lego5Env(envB, h.name))
 	h.wantHookCode("(c) again", r, exitHookHeld)
 	h.assertServes("(c) again", a3)
 	h.mustTL("run", "--wait", "--timeout", "90s")

@@ -59,6 +59,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		args = permuteArgs(args, app)
 	}
 	err := app.RunContext(ctx, args)
+	closeStores()
 	if err == nil {
 		return exitOK
 	}
@@ -109,6 +110,7 @@ record under _25._tcp.<mx-host>, of which at least one must match at every momen
 			createKey(),
 			createACME(),
 			createMigration(),
+			createState(),
 			createServe(),
 			createVersion(),
 			createMan(),

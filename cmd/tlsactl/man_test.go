@@ -191,3 +191,41 @@ func TestHelpKeepsExamplesAndExitCodes(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryCommandTeaches walks the whole command tree: every command an
+// operator runs (a command with an action and no subcommands of its own)
+// has EXAMPLES and EXIT CODES in its --help, so the man page of each has
+// both sections too.
+func TestEveryCommandTeaches(t *testing.T) {
+	app := newApp(strings.NewReader(""), io.Discard, io.Discard)
+	var walk func(prefix, parent string, cmds []*cli.Command)
+	n := 0
+	walk = func(prefix, parent string, cmds []*cli.Command) {
+		for _, c := range cmds {
+			if c.Name == "help" || c.Hidden {
+				continue
+			}
+			name := strings.TrimSpace(prefix + " " + c.Name)
+			if len(c.Subcommands) > 0 {
+				walk(name, c.Description, c.Subcommands)
+				if c.Action == nil {
+					continue
+				}
+			}
+			n++
+			desc := c.Description
+			if desc == "" { // a trivial leaf (completion bash) is taught by its parent
+				desc = parent
+			}
+			for _, want := range []string{"\nEXAMPLES", "\nEXIT CODES"} {
+				if !strings.Contains("\n"+desc, want) {
+					t.Errorf("tlsactl %s --help: no %s section", name, strings.TrimSpace(want))
+				}
+			}
+		}
+	}
+	walk("", "", app.Commands)
+	if n < 25 {
+		t.Errorf("walked %d commands, want every command (at least 25)", n)
+	}
+}

@@ -15,10 +15,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tlsactl/tlsactl/internal/acme"
 	"github.com/tlsactl/tlsactl/internal/config"
 	"github.com/tlsactl/tlsactl/internal/safefile"
-	"github.com/tlsactl/tlsactl/providers"
 	"github.com/tlsactl/tlsactl/rollover"
 	"github.com/tlsactl/tlsactl/tlsa"
 	"github.com/urfave/cli/v2"
@@ -46,6 +44,7 @@ func createMigration() *cli.Command {
 		&cli.StringFlag{Name: flagConfig, EnvVars: []string{"TLSACTL_CONFIG"}, Value: "/etc/tlsactl/tlsactl.toml", Usage: "configuration `FILE`: provider, hosts, deploy paths, reload commands"},
 		&cli.StringFlag{Name: flagStateDir, EnvVars: []string{"TLSACTL_STATE_DIR"}, Usage: "state `DIR` (default: config state_dir, then /var/lib/tlsactl)"},
 		&cli.StringFlag{Name: flagResolver, EnvVars: []string{"TLSACTL_RESOLVER"}, Usage: "validating resolver `ADDR` (default: config, then /etc/resolv.conf)"},
+		stateFlag(),
 	}
 	flags := func(extra ...cli.Flag) []cli.Flag { return append(append([]cli.Flag(nil), common...), extra...) }
 	jsonFlag := &cli.BoolFlag{Name: flagJSON, Usage: "print JSON"}
@@ -239,7 +238,7 @@ EXIT CODES:
 
 // fleet is the migration runner over env's engine and store.
 func (env *rolloverEnv) fleet() *rollover.Fleet {
-	return &rollover.Fleet{Engine: env.engine, Store: env.store, Source: env.certSource}
+	return &rollover.Fleet{Engine: env.engine, Store: env.store.fullStore, Source: env.certSource}
 }
 
 // certSource builds a migration's certificate source from its stored
@@ -466,8 +465,11 @@ type migrationPass struct {
 	// next is the earliest next action of an active migration (zero:
 	// none).
 	next   time.Time
-	errors int      // passes that failed
-	halted []string // migrations halted after the pass
+	errors int // passes that failed
+	// skipped counts migrations another runner was advancing (its
+	// lease): a --wait loop goes on until it sees them finished.
+	skipped int
+	halted  []string // migrations halted after the pass
 	// held are the held hosts of the migrations advanced ("mx1.example.nl
 	// in pkio-2027"): each waits for the operator (resume or abort).
 	held []string
@@ -482,14 +484,14 @@ func advanceMigrations(ctx context.Context, c *cli.Context, env *rolloverEnv, na
 	explicit := len(names) > 0
 	stored, err := env.store.ListMigrations()
 	if err != nil {
-		return nil, err
+		return nil, storeErr(env.store.where, err)
 	}
 	for _, n := range names {
 		if !slices.Contains(stored, n) {
 			if err := rollover.CheckMigrationName(n); err != nil {
 				return nil, err
 			}
-			return nil, fmt.Errorf("no migration %s is stored in %s (tlsactl migration status lists them)", n, env.store.Dir())
+			return nil, fmt.Errorf("no migration %s is stored in %s (tlsactl migration status lists them)", n, env.store.where)
 		}
 	}
 	if !explicit {
@@ -500,7 +502,7 @@ func advanceMigrations(ctx context.Context, c *cli.Context, env *rolloverEnv, na
 	for _, n := range stored {
 		before, err := env.store.LoadMigration(n)
 		if err != nil {
-			return nil, err
+			return nil, storeErr(env.store.where, err)
 		}
 		m := before
 		run := advance && slices.Contains(names, n) && !before.Final() && (explicit || before.Status != rollover.MigrationPaused)
@@ -513,11 +515,18 @@ func advanceMigrations(ctx context.Context, c *cli.Context, env *rolloverEnv, na
 				// Another runner (a `--wait` loop, the timer) is in a
 				// pass: it advances the migration; this one skips it.
 				fmt.Fprintf(c.App.Writer, "migration %s: skipped, another tlsactl process is advancing it now\n", n)
+				pass.skipped++
 				err = nil
 			}
 			if err != nil {
 				pass.errors++
 				fmt.Fprintf(c.App.ErrWriter, "tlsactl: migration %s: %s\n", n, oneLine(err.Error()))
+				// What the pass did after a lost lease or a store
+				// failure may not be saved: report what the store holds
+				// (perhaps another runner's), not what this pass meant.
+				if cur, lerr := env.store.LoadMigration(n); lerr == nil {
+					m = cur
+				}
 			}
 			for i, h := range m.Hosts {
 				if h.Phase == rollover.PhaseHeld && (i >= len(before.Hosts) || before.Hosts[i].Phase != rollover.PhaseHeld) {
@@ -572,22 +581,31 @@ func runMigrationRun(c *cli.Context) error {
 	}
 	for {
 		pass, err := advanceMigrations(ctx, c, env, names, true)
-		if err != nil {
+		switch {
+		case err != nil && c.Bool(flagWait) && errors.Is(err, errStateStore) && ctx.Err() == nil:
+			// The database is away (a restart, a network cut): this
+			// pass ends, the next one retries, as a standby would.
+			fmt.Fprintf(c.App.ErrWriter, "tlsactl: %s; retrying in %s\n", oneLine(err.Error()), storeRetry)
+			pass = &migrationPass{errors: 1, next: time.Now().Add(storeRetry)}
+		case err != nil:
 			return badInput(err)
 		}
-		if p := c.String(flagMetricsFile); p != "" {
+		if p := c.String(flagMetricsFile); p != "" && err == nil {
 			if err := writeMigrationMetrics(p, pass.all, time.Now()); err != nil {
 				return &exitError{code: exitRolloverError, err: fmt.Errorf("--metrics-file: %w", err)}
 			}
 		}
-		if len(pass.all) == 0 {
+		if len(pass.all) == 0 && err == nil {
 			fmt.Fprintln(c.App.Writer, "no migrations (tlsactl migration start FILE stores one)")
 		}
-		if !c.Bool(flagWait) || (pass.next.IsZero() && pass.errors == 0) {
+		if !c.Bool(flagWait) || (pass.next.IsZero() && pass.errors == 0 && pass.skipped == 0) {
 			return pass.verdict()
 		}
 		wait := time.Until(pass.next)
-		if pass.next.IsZero() || wait > 30*time.Second && pass.errors > 0 {
+		switch {
+		case pass.skipped > 0 && (pass.next.IsZero() || wait > storeRetry):
+			wait = storeRetry // another runner's pass: look again soon (the lock waits too)
+		case pass.next.IsZero() || wait > 30*time.Second && pass.errors > 0:
 			wait = 5 * time.Second // retry a failed pass
 		}
 		if err := sleepCtx(ctx, wait); err != nil {
@@ -595,6 +613,10 @@ func runMigrationRun(c *cli.Context) error {
 		}
 	}
 }
+
+// storeRetry is how soon a --wait loop looks again after the store could
+// not be read, or after another runner held a migration's lease.
+const storeRetry = time.Second
 
 // verdict is the error a run ends with: the migrations that halted, the
 // hosts held (each needs the operator: fix it, then resume, or abort), or
@@ -718,7 +740,7 @@ func loadStoredMigration(env *rolloverEnv, name string) (*rollover.Migration, er
 	}
 	m, err := env.store.LoadMigration(name)
 	if errors.Is(err, rollover.ErrNoMigration) {
-		return nil, fmt.Errorf("no migration %s is stored in %s (tlsactl migration status lists them; tlsactl migration start FILE stores one)", name, env.store.Dir())
+		return nil, fmt.Errorf("no migration %s is stored in %s (tlsactl migration status lists them; tlsactl migration start FILE stores one)", name, env.store.where)
 	}
 	return m, err
 }
@@ -1065,88 +1087,4 @@ func (d *dirSource) check(host string, chainPEM, keyPEM []byte) string {
 		return "the certificate does not verify up to the new CA set: " + oneLine(err.Error())
 	}
 	return ""
-}
-
-// acmeMaterial names the store's copy of a certificate the ACME source
-// ordered, kept until the host's rollover takes it, so that a later pass
-// does not order again.
-const acmeMaterial = "migration-acme"
-
-// acmeSource orders each host's certificate from an ACME CA with DNS-01
-// through the configured provider (as `tlsactl acme renew` does), with
-// External Account Binding when the migration names the credentials.
-type acmeSource struct {
-	env *rolloverEnv
-	src config.MigrationSource
-	cas []*x509.Certificate
-}
-
-var _ rollover.CertSource = (*acmeSource)(nil)
-
-// Fetch orders the host's certificate (once: the result is kept in the
-// store until the rollover takes it).
-func (a *acmeSource) Fetch(ctx context.Context, host string) (*rollover.Material, error) {
-	env := a.env
-	if m, err := env.store.GetMaterial(host, acmeMaterial); err == nil {
-		// Ordered by an earlier pass: taken, or reported, but ordered
-		// again only once it is about to expire (CAs rate-limit orders).
-		switch problem := a.problem(host, m, 7*24*time.Hour); {
-		case problem == "":
-			return &m, nil
-		case !strings.Contains(problem, "expired"):
-			return nil, fmt.Errorf("the certificate ordered earlier for %s: %s", bare(host), problem)
-		}
-	}
-	h := env.cfg.Host(host, 0)
-	if h == nil {
-		return nil, fmt.Errorf("host %s is not in the configuration", bare(host))
-	}
-	if env.cfg.Provider.Name == "" {
-		return nil, errors.New("the configuration has no [provider]: DNS-01 writes the _acme-challenge TXT record through it")
-	}
-	prov, err := providers.New(env.cfg.Provider.Name, providers.Settings{Values: env.cfg.Provider.Settings})
-	if err != nil {
-		return nil, err
-	}
-	solver := &acme.DNSSolver{
-		Provider: prov, Zone: h.Zone, Resolver: env.resolver, AuthServers: h.AuthServers, AuthPort: h.AuthPort,
-		TTL: time.Minute, PropagationTimeout: 2 * time.Minute, Interval: 500 * time.Millisecond,
-	}
-	opts := acme.Options{
-		DirectoryURL: a.src.Directory, Email: a.src.Email, CAFile: a.src.CAFile, StateDir: env.store.Dir(),
-		Domains: []string{bare(h.Name)}, KeyType: a.src.KeyType, Solver: solver,
-		Resolver: resolverHostPort(env.resolver.Addr), Timeout: 10 * time.Minute,
-	}
-	if a.src.EABKIDFile != "" {
-		kid, err := readInput(a.src.EABKIDFile, nil)
-		if err != nil {
-			return nil, fmt.Errorf("eab_kid_file: %w", err)
-		}
-		hmac, err := safefile.ReadPrivate(a.src.EABHMACFile)
-		if err != nil {
-			return nil, fmt.Errorf("eab_hmac_file: %w", err)
-		}
-		if _, err := acme.RegisterEAB(ctx, opts, strings.TrimSpace(string(kid)), strings.TrimSpace(string(hmac))); err != nil {
-			return nil, err
-		}
-	}
-	res, err := acme.Obtain(ctx, opts)
-	if err != nil {
-		return nil, err
-	}
-	m := rollover.Material{ChainPEM: res.ChainPEM, KeyPEM: res.KeyPEM}
-	if err := env.store.PutMaterial(host, acmeMaterial, m); err != nil {
-		return nil, err
-	}
-	if problem := a.problem(host, m, 0); problem != "" {
-		return nil, fmt.Errorf("the ACME CA issued %s (from %q): %s", res.CertURL, certName(res.Chain[len(res.Chain)-1]), problem)
-	}
-	return &m, nil
-}
-
-// problem says what keeps ordered material from serving host for at least
-// ahead more ("" when nothing): the checks of the directory source.
-func (a *acmeSource) problem(host string, m rollover.Material, ahead time.Duration) string {
-	d := &dirSource{cas: a.cas, now: func() time.Time { return time.Now().Add(ahead) }}
-	return d.check(strings.ToLower(bare(host)), m.ChainPEM, m.KeyPEM)
 }

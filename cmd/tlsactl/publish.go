@@ -275,12 +275,12 @@ func runPublish(c *cli.Context) error {
 	// The change is a publish plan of the rollover engine: its lock, its
 	// history, the owner's ledger (so a later hook knows how old the new
 	// records are) and the same observation and invariant as every step.
-	store, err := rollover.NewFileStore(stateDirFor(c, cfg))
+	store, err := openStore(ctx, storeSpecFor(c, cfg))
 	if err != nil {
 		return badInput(err)
 	}
 	target := rollover.Target{DNS: d, Deployer: probeOnly{prober: deploy.ResolverProber{Resolver: resolver, Host: host, Port: port, Timeout: 30 * time.Second}, host: host}}
-	engine := &rollover.Engine{Store: store, Clock: rollover.SystemClock{}, LockWait: 10 * time.Second,
+	engine := &rollover.Engine{Store: store.fullStore, Clock: rollover.SystemClock{}, LockWait: 10 * time.Second, Runner: store.runner,
 		Target: func(string) (rollover.Target, error) { return target, nil }}
 	if st, err := store.Load(host); err == nil && st.Status == rollover.StatusActive {
 		if st.Plan != rollover.PlanPublish {
@@ -323,18 +323,6 @@ func publishApplied(st *rollover.State) bool {
 		}
 	}
 	return false
-}
-
-// stateDirFor is the state directory: --state-dir, then the config's
-// state_dir, then /var/lib/tlsactl.
-func stateDirFor(c *cli.Context, cfg *config.Config) string {
-	if d := c.String(flagStateDir); d != "" {
-		return d
-	}
-	if cfg != nil && cfg.StateDir != "" {
-		return cfg.StateDir
-	}
-	return "/var/lib/tlsactl"
 }
 
 func publishAction(c *cli.Context) (string, error) {

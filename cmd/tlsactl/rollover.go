@@ -43,6 +43,7 @@ func createRollover() *cli.Command {
 		&cli.StringFlag{Name: flagConfig, EnvVars: []string{"TLSACTL_CONFIG"}, Value: "/etc/tlsactl/tlsactl.toml", Usage: "configuration `FILE`: provider, hosts, deploy paths, reload commands"},
 		&cli.StringFlag{Name: flagStateDir, EnvVars: []string{"TLSACTL_STATE_DIR"}, Usage: "state `DIR` (default: config state_dir, then /var/lib/tlsactl)"},
 		&cli.StringFlag{Name: flagResolver, EnvVars: []string{"TLSACTL_RESOLVER"}, Usage: "validating resolver `ADDR` (default: config, then /etc/resolv.conf)"},
+		stateFlag(),
 	}
 	hostFlag := &cli.StringFlag{Name: flagHost, Usage: "the MX `HOST` (must be a [[host]] of the configuration)"}
 	flags := func(extra ...cli.Flag) []cli.Flag { return append(append([]cli.Flag(nil), common...), extra...) }
@@ -196,7 +197,7 @@ EXIT CODES:
 type rolloverEnv struct {
 	cfg      *config.Config
 	resolver *dnsx.Resolver
-	store    *rollover.FileStore
+	store    *stateStore
 	engine   *rollover.Engine
 	// targets caches built targets; a fleet migration asks for them from
 	// several goroutines.
@@ -214,14 +215,7 @@ func newRolloverEnv(c *cli.Context) (*rolloverEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir := c.String(flagStateDir)
-	if dir == "" {
-		dir = cfg.StateDir
-	}
-	if dir == "" {
-		dir = "/var/lib/tlsactl"
-	}
-	store, err := rollover.NewFileStore(dir)
+	store, err := openStore(c.Context, storeSpecFor(c, cfg))
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +229,7 @@ func newRolloverEnv(c *cli.Context) (*rolloverEnv, error) {
 		}
 	}
 	env := &rolloverEnv{cfg: cfg, resolver: &dnsx.Resolver{Addr: addr}, store: store}
-	env.engine = &rollover.Engine{Store: store, Clock: rollover.SystemClock{}, Target: env.target, LockWait: 10 * time.Second}
+	env.engine = &rollover.Engine{Store: store.fullStore, Clock: rollover.SystemClock{}, Target: env.target, LockWait: 10 * time.Second, Runner: store.runner}
 	// Crash tests only: see failpoint.go (built with -tags failpoints).
 	setFailpoint(env.engine)
 	return env, nil
@@ -582,7 +576,12 @@ func runRolloverRun(c *cli.Context) error {
 		// Fleet migrations first (migration.go): each advances its own
 		// hosts within its schedule, so the loop below leaves them alone.
 		pass, err := advanceMigrations(ctx, c, env, nil, !explicit)
-		if err != nil {
+		storeDown := err != nil && c.Bool(flagWait) && errors.Is(err, errStateStore) && ctx.Err() == nil
+		if storeDown {
+			// The database is away for a moment: retry, as a standby would.
+			fmt.Fprintf(c.App.ErrWriter, "tlsactl: %s; retrying in %s\n", oneLine(err.Error()), storeRetry)
+			pass = &migrationPass{busy: map[string]string{}, errors: 1, next: time.Now().Add(storeRetry)}
+		} else if err != nil {
 			return badInput(err)
 		}
 		failed += pass.errors
@@ -593,6 +592,9 @@ func runRolloverRun(c *cli.Context) error {
 			}
 		}
 		for _, h := range hosts {
+			if storeDown {
+				break // the store is away: the next pass
+			}
 			if name, ok := pass.busy[strings.ToLower(bare(h))]; ok {
 				if explicit {
 					fmt.Fprintf(c.App.Writer, "%s: in migration %s: tlsactl migration run %s advances it\n", bare(h), name, name)
@@ -604,7 +606,12 @@ func runRolloverRun(c *cli.Context) error {
 				if errors.Is(err, rollover.ErrNoRollover) {
 					continue
 				}
-				return badInput(err)
+				if !c.Bool(flagWait) {
+					return badInput(err)
+				}
+				failed++ // the store is away: retried at the next pass
+				fmt.Fprintf(c.App.ErrWriter, "tlsactl: %s: %s\n", bare(h), oneLine(storeErr(env.store.where, err).Error()))
+				continue
 			}
 			if st.Status != rollover.StatusActive {
 				continue
@@ -627,7 +634,7 @@ func runRolloverRun(c *cli.Context) error {
 				fmt.Fprintf(c.App.Writer, "%s: %s rollover %s\n", host, out.State.Plan, out.State.Status)
 			}
 		}
-		if !c.Bool(flagWait) || (next.IsZero() && failed == 0) {
+		if !c.Bool(flagWait) || (next.IsZero() && failed == 0 && pass.skipped == 0) {
 			if err := pass.verdict(); err != nil {
 				return err // a migration halted, holds hosts or failed
 			}
@@ -637,7 +644,10 @@ func runRolloverRun(c *cli.Context) error {
 			return nil
 		}
 		wait := time.Until(next)
-		if next.IsZero() || wait > 30*time.Second && failed > 0 {
+		switch {
+		case pass.skipped > 0 && (next.IsZero() || wait > storeRetry):
+			wait = storeRetry // another runner advances a migration: look again soon
+		case next.IsZero() || wait > 30*time.Second && failed > 0:
 			wait = 5 * time.Second // retry a failed step
 		}
 		if wait < 0 {

@@ -1,5 +1,5 @@
 // Package acme obtains certificates from an ACME CA with
-// github.com/go-acme/lego/v4 as a library, solving DNS-01 through the libdns
+// github.com/go-acme/lego/v5 as a library, solving DNS-01 through the libdns
 // provider tlsactl writes its TLSA records with (see DNSSolver). The ACME
 // account (key and registration) is kept in the state directory, one per
 // directory URL and e-mail address, written atomically with mode 0600.
@@ -20,7 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	stdlog "log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -31,12 +31,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-acme/lego/v4/certcrypto"
-	"github.com/go-acme/lego/v4/certificate"
-	"github.com/go-acme/lego/v4/challenge/dns01"
-	"github.com/go-acme/lego/v4/lego"
-	legolog "github.com/go-acme/lego/v4/log"
-	"github.com/go-acme/lego/v4/registration"
+	legoacme "github.com/go-acme/lego/v5/acme"
+	"github.com/go-acme/lego/v5/certcrypto"
+	"github.com/go-acme/lego/v5/certificate"
+	"github.com/go-acme/lego/v5/challenge/dns01"
+	"github.com/go-acme/lego/v5/lego"
+	legolog "github.com/go-acme/lego/v5/log"
+	"github.com/go-acme/lego/v5/registration"
 
 	"github.com/tlsactl/tlsactl/internal/safefile"
 )
@@ -53,7 +54,8 @@ type Options struct {
 	CAFile string
 	// StateDir holds the accounts: <StateDir>/acme/<directory>/<email>/.
 	StateDir string
-	// Domains of the certificate; the first is its common name. Ignored
+	// Domains of the certificate, all as subject alternative names (lego
+	// v5 leaves the common name empty, as Let's Encrypt does). Ignored
 	// with CSR (the CSR names them).
 	Domains []string
 	// CSR (PEM or DER), optional: the certificate is issued for its key
@@ -66,7 +68,7 @@ type Options struct {
 	Solver *DNSSolver
 	// Resolver ("ip:port") for lego's own DNS lookups (the CNAME check at
 	// _acme-challenge names); default the system's. lego keeps it in a
-	// package variable: Obtain calls are serialized.
+	// package variable (dns01.DefaultClient): Obtain calls are serialized.
 	Resolver string
 	// Log receives lego's log (default: discarded).
 	Log io.Writer
@@ -86,20 +88,30 @@ type Result struct {
 	AccountDir string
 }
 
-// lego keeps its logger and DNS resolvers in package variables.
+// lego keeps its logger and DNS client in package variables.
 var legoMu sync.Mutex
 
-// lockLego holds legoMu and sends lego's log to w (nil: nowhere) until the
-// function it returns is called.
-func lockLego(w io.Writer) (unlock func()) {
+// lockLego holds legoMu, sends lego's log (debug level: the badNonce
+// retries are logged there) to w (nil: nowhere; lego's own default is
+// stdout) and, when resolver is set, makes lego's DNS client ask it, until
+// the function it returns is called.
+func lockLego(w io.Writer, resolver string) (unlock func()) {
 	legoMu.Lock()
-	if w == nil {
-		w = io.Discard
+	h := slog.DiscardHandler
+	if w != nil {
+		h = slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})
 	}
-	prevLog := legolog.Logger
-	legolog.Logger = stdlog.New(w, "lego: ", stdlog.LstdFlags)
+	prevLog := legolog.Default()
+	legolog.SetDefault(slog.New(h).With("lib", "lego"))
+	prevDNS := dns01.DefaultClient()
+	if resolver != "" {
+		opts := dns01.NewOptions()
+		opts.RecursiveNameservers = []string{resolver}
+		dns01.SetDefaultClient(dns01.NewClient(opts))
+	}
 	return func() {
-		legolog.Logger = prevLog
+		dns01.SetDefaultClient(prevDNS)
+		legolog.SetDefault(prevLog)
 		legoMu.Unlock()
 	}
 }
@@ -166,14 +178,13 @@ func Obtain(ctx context.Context, o Options) (*Result, error) {
 		timeout = 5 * time.Minute
 	}
 
-	defer lockLego(o.Log)()
+	defer lockLego(o.Log, o.Resolver)()
 
 	acct, err := loadAccount(o.StateDir, o.DirectoryURL, o.Email)
 	if err != nil {
 		return nil, err
 	}
 	client, err := newClient(o, acct, httpClient, func(cfg *lego.Config) {
-		cfg.Certificate.KeyType = kt
 		cfg.Certificate.Timeout = timeout
 	})
 	if err != nil {
@@ -181,36 +192,30 @@ func Obtain(ctx context.Context, o Options) (*Result, error) {
 	}
 	res := &Result{AccountDir: acct.dir}
 	if acct.Registration == nil {
-		reg, err := client.Registration.Register(registration.RegisterOptions{TermsOfServiceAgreed: true})
+		reg, err := client.Registration.Register(ctx, registration.RegisterOptions{TermsOfServiceAgreed: true})
 		if err != nil {
 			return nil, fmt.Errorf("acme: registering the account at %s: %w", o.DirectoryURL, err)
 		}
-		acct.Registration = reg
+		acct.setRegistration(reg)
 		if err := acct.save(); err != nil {
 			return nil, err
 		}
 		res.Registered = true
 	}
 
-	o.Solver.WithContext(ctx)
-	opts := []dns01.ChallengeOption{
-		// Present waits until every authoritative server serves the TXT
-		// record; lego's own check (the NS set on port 53, via a recursive
-		// resolver) is not used.
-		dns01.WrapPreCheck(func(_, _, _ string, _ dns01.PreCheckFunc) (bool, error) { return true, nil }),
-	}
-	if o.Resolver != "" {
-		opts = append(opts, dns01.AddRecursiveNameservers([]string{o.Resolver}))
-	}
-	if err := client.Challenge.SetDNS01Provider(o.Solver, opts...); err != nil {
+	// Present waits until every authoritative server serves the TXT
+	// record; lego's own check (the NS set on port 53, via a recursive
+	// resolver) is not used.
+	noCheck := dns01.WrapPreCheck(func(context.Context, string, string, string, dns01.PreCheckFunc) (bool, error) { return true, nil })
+	if err := client.Challenge.SetDNS01Provider(o.Solver, noCheck); err != nil {
 		return nil, err
 	}
 
 	var cr *certificate.Resource
 	if csr != nil {
-		cr, err = client.Certificate.ObtainForCSR(certificate.ObtainForCSRRequest{CSR: csr, Bundle: true})
+		cr, err = client.Certificate.ObtainForCSR(ctx, certificate.ObtainForCSRRequest{CSR: csr, Bundle: true})
 	} else {
-		cr, err = client.Certificate.Obtain(certificate.ObtainRequest{Domains: o.Domains, Bundle: true})
+		cr, err = client.Certificate.Obtain(ctx, certificate.ObtainRequest{Domains: o.Domains, KeyType: kt, Bundle: true})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("acme: %w", err)
@@ -304,18 +309,39 @@ func newHTTPClient(caFile string) (*http.Client, error) {
 	}, nil
 }
 
-// account is a registration.User stored in the state directory.
+// account is a lego registration.User stored in the state directory.
 type account struct {
-	Email        string                 `json:"email"`
-	Directory    string                 `json:"directory"`
-	Registration *registration.Resource `json:"registration,omitempty"`
+	Email        string              `json:"email"`
+	Directory    string              `json:"directory"`
+	Registration *storedRegistration `json:"registration,omitempty"`
 	key          crypto.Signer
 	dir          string
 }
 
-func (a *account) GetEmail() string                        { return a.Email }
-func (a *account) GetRegistration() *registration.Resource { return a.Registration }
-func (a *account) GetPrivateKey() crypto.PrivateKey        { return a.key }
+// storedRegistration is the account as the CA returned it, stored as
+// account.json has always held it (lego v4's registration.Resource: the
+// ACME account object as "body", its URL as "uri"), so accounts created
+// before the move to lego v5 are used as they are.
+type storedRegistration struct {
+	Body legoacme.Account `json:"body"`
+	URI  string           `json:"uri,omitempty"`
+}
+
+func (a *account) GetEmail() string             { return a.Email }
+func (a *account) GetPrivateKey() crypto.Signer { return a.key }
+
+// GetRegistration is lego v5's view of the stored registration (the
+// account URL is the "kid" of every request).
+func (a *account) GetRegistration() *legoacme.ExtendedAccount {
+	if a.Registration == nil {
+		return nil
+	}
+	return &legoacme.ExtendedAccount{Account: a.Registration.Body, Location: a.Registration.URI}
+}
+
+func (a *account) setRegistration(r *legoacme.ExtendedAccount) {
+	a.Registration = &storedRegistration{Body: r.Account, URI: r.Location}
+}
 
 var unsafeChars = regexp.MustCompile(`[^a-zA-Z0-9._@-]+`)
 

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/go-acme/lego/v4/registration"
+	"github.com/go-acme/lego/v5/registration"
 )
 
 // RegisterEAB registers the account of o (its directory, e-mail and state
@@ -29,7 +29,7 @@ func RegisterEAB(ctx context.Context, o Options, kid, hmacKey string) (registere
 	if err != nil {
 		return false, err
 	}
-	defer lockLego(o.Log)()
+	defer lockLego(o.Log, "")()
 
 	acct, err := loadAccount(o.StateDir, o.DirectoryURL, o.Email)
 	if err != nil {
@@ -42,13 +42,13 @@ func RegisterEAB(ctx context.Context, o Options, kid, hmacKey string) (registere
 	if err != nil {
 		return false, err
 	}
-	reg, err := client.Registration.RegisterWithExternalAccountBinding(registration.RegisterEABOptions{
+	reg, err := client.Registration.RegisterWithExternalAccountBinding(ctx, registration.RegisterEABOptions{
 		TermsOfServiceAgreed: true, Kid: kid, HmacEncoded: hmacKey,
 	})
 	if err != nil {
 		return false, fmt.Errorf("acme: registering the account at %s with External Account Binding (key ID %s): %w", o.DirectoryURL, kid, err)
 	}
-	acct.Registration = reg
+	acct.setRegistration(reg)
 	if err := acct.save(); err != nil {
 		return false, err
 	}

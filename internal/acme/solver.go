@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-acme/lego/v5/challenge"
 	"github.com/libdns/libdns"
 	"github.com/miekg/dns"
 	"github.com/tlsactl/tlsactl/internal/dnsx"
@@ -26,7 +27,8 @@ type Records interface {
 
 // DNSSolver solves DNS-01 challenges through a libdns provider — the same
 // provider configuration tlsactl writes TLSA records with. It implements
-// lego's challenge.Provider and challenge.ProviderTimeout.
+// lego v5's challenge.Provider and challenge.ProviderTimeout (lego hands
+// Present and CleanUp the order's context).
 //
 // Present appends the TXT record _acme-challenge.<domain> with the
 // challenge's value and waits until every authoritative server of the zone
@@ -56,9 +58,10 @@ type DNSSolver struct {
 	Logf func(format string, args ...any)
 
 	mu      sync.Mutex
-	ctx     context.Context
 	present map[string]presented // by owner + value
 }
+
+var _ challenge.ProviderTimeout = (*DNSSolver)(nil)
 
 type presented struct {
 	zone string
@@ -77,23 +80,6 @@ func Value(keyAuth string) string {
 func Owner(domain string) string {
 	d := strings.TrimPrefix(strings.ToLower(strings.TrimSuffix(domain, ".")), "*.")
 	return "_acme-challenge." + d + "."
-}
-
-// WithContext sets the context of later Present and CleanUp calls (lego's
-// interface has none).
-func (s *DNSSolver) WithContext(ctx context.Context) {
-	s.mu.Lock()
-	s.ctx = ctx
-	s.mu.Unlock()
-}
-
-func (s *DNSSolver) context() context.Context {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ctx == nil {
-		return context.Background()
-	}
-	return s.ctx
 }
 
 func (s *DNSSolver) logf(format string, args ...any) {
@@ -133,9 +119,8 @@ func (s *DNSSolver) zoneOf(ctx context.Context, owner string) (string, error) {
 }
 
 // Present adds the challenge TXT record and waits until every authoritative
-// server serves it.
-func (s *DNSSolver) Present(domain, _, keyAuth string) error {
-	ctx := s.context()
+// server serves it (or ctx ends).
+func (s *DNSSolver) Present(ctx context.Context, domain, _, keyAuth string) error {
 	owner, value := Owner(domain), Value(keyAuth)
 	zone, err := s.zoneOf(ctx, owner)
 	if err != nil {
@@ -169,9 +154,12 @@ func (s *DNSSolver) Present(domain, _, keyAuth string) error {
 	return nil
 }
 
-// CleanUp deletes exactly the TXT value Present added.
-func (s *DNSSolver) CleanUp(domain, _, keyAuth string) error {
-	ctx := s.context()
+// CleanUp deletes exactly the TXT value Present added. It runs on after
+// ctx ends (an order that timed out must not leave its record behind),
+// bounded by the propagation timeout.
+func (s *DNSSolver) CleanUp(ctx context.Context, domain, _, keyAuth string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.propagationTimeout())
+	defer cancel()
 	owner, value := Owner(domain), Value(keyAuth)
 	s.mu.Lock()
 	p, ok := s.present[owner+" "+value]

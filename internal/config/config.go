@@ -31,8 +31,28 @@ type Config struct {
 	// Hosts are the MX hosts under management.
 	Hosts []Host `toml:"host"`
 	// StateDir holds rollover state and staged material (mode 0700);
-	// default /var/lib/tlsactl.
+	// default /var/lib/tlsactl. With a PostgreSQL State it is only the
+	// local directory of files a runner keeps for itself (ACME accounts,
+	// next keys); see StateLocal.
 	StateDir string `toml:"state_dir"`
+	// State is where rollover and migration state, staged material and
+	// the ledgers live: a directory path (the same as state_dir) or a
+	// PostgreSQL URL "postgres://user@host:port/db?sslmode=verify-full&…"
+	// shared by several runners. Empty: state_dir.
+	State string `toml:"state"`
+	// StatePasswordFile is a file whose first line is the database
+	// password (else $PGPASSWORD or ~/.pgpass); PostgreSQL only.
+	StatePasswordFile string `toml:"state_password_file"`
+	// StateKeyFile holds the 32-byte key (base64 or hex) that encrypts
+	// staged private keys in the database; every runner has the same
+	// file. Required with a PostgreSQL State.
+	StateKeyFile string `toml:"state_key_file"`
+	// StateLease is how long a runner's lock on a host or migration lasts
+	// without renewal (PostgreSQL only); default 30s.
+	StateLease Duration `toml:"state_lease"`
+	// Runner names this runner in leases and histories; default
+	// "<hostname>:<pid>".
+	Runner string `toml:"runner"`
 	// Margin is added to every TTL wait of a rollover; default 60s.
 	Margin Duration `toml:"margin"`
 }
@@ -132,7 +152,14 @@ func Load(path string) (*Config, error) {
 		}
 		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
 	}
-	return Parse(b, path)
+	c, err := Parse(b, path)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.checkStateSecret(path); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // Parse reads configuration text; source names it in errors. Besides each
@@ -212,6 +239,9 @@ func Parse(b []byte, source string) (*Config, error) {
 		seen[key] = true
 	}
 	if err := checkTargets(c.Hosts, source); err != nil {
+		return nil, err
+	}
+	if err := c.checkState(source); err != nil {
 		return nil, err
 	}
 	for _, k := range sortedKeys(c.Provider.Settings) {

@@ -339,6 +339,13 @@ func restoredLeaf(chainPEM []byte) string {
 // effort, under a fresh bounded context) and returns cause with the outcome;
 // what says what was put back.
 func (d *FileDeployer) rollback(ctx context.Context, back []fileState, what string, cause error) error {
+	if lost := context.Cause(ctx); errors.Is(lost, rollover.ErrLeaseLost) {
+		// The runner's lease on the host ended (a shared state): another
+		// runner may own the host now and have deployed the same new
+		// files. Putting the old ones back would undo its deploy; the
+		// runner holding the lease resumes or restores it.
+		return fmt.Errorf("deploy: %w; the files are left as they are, for the runner that holds the host now: %w", cause, lost)
+	}
 	if err := d.putBack(back); err != nil {
 		return fmt.Errorf("deploy: %w; RESTORING the certificate files FAILED: %v: the server may read the new files; put back the *%s copies by hand and reload", cause, err, backupSuffix)
 	}
