@@ -677,7 +677,7 @@ func (f *Fleet) deploySlots(ctx context.Context, m *Migration, due []int, window
 		defer mu.Unlock()
 		now = f.now()
 		st := out.State
-		if st != nil && st.CurrentStep() == StepDeploy && st.Status == StatusActive && err != nil {
+		if st != nil && st.CurrentStep() == StepDeploy && st.Status == StatusActive && err != nil && !interrupted(ctx, err) {
 			m.hold(i, "deploy failed: "+err.Error()+" (files restored; fix it, then `tlsactl migration resume "+m.Spec.Name+"`)", true, now)
 			progressed = true
 			m.checkHalt(now)
@@ -688,6 +688,16 @@ func (f *Fleet) deploySlots(ctx context.Context, m *Migration, due []int, window
 		saveErr = errors.Join(saveErr, f.Store.SaveMigration(m))
 	})
 	return progressed, saveErr
+}
+
+// interrupted reports whether a deploy's error says the runner was stopped
+// rather than that the deploy failed: the lease on the host was lost, the
+// shared store could not be reached, another process holds the host, or
+// the pass itself was cancelled. Such a host is not held (a hold counts
+// towards max_failures and waits for an operator): the runner that holds
+// the host next resumes the deploy, as after a crash.
+func interrupted(ctx context.Context, err error) bool {
+	return ctx.Err() != nil || errors.Is(err, ErrLeaseLost) || errors.Is(err, ErrStoreUnavailable) || errors.Is(err, ErrLocked)
 }
 
 // deployedSomewhere reports whether an address of the host serves the

@@ -534,6 +534,45 @@ func TestFleetHaltsAtMaxFailures(t *testing.T) {
 	}
 }
 
+// TestFleetStoreOutageIsNoFailure: a shared store that cannot be reached
+// just as a host's deploy starts (a database restart, a cut connection, a
+// lost lease) interrupts the deploy; that is not a failed deploy: the host
+// is not held and not counted towards max_failures, and the next pass
+// deploys it.
+func TestFleetStoreOutageIsNoFailure(t *testing.T) {
+	for _, cause := range []error{ErrStoreUnavailable, ErrLeaseLost} {
+		t.Run(cause.Error(), func(t *testing.T) {
+			fw := newFleetWorld(t, fleetOpts{hosts: 4, parallel: 2, failures: 1, delays: []time.Duration{0, 5 * time.Second}, ttl: 300})
+			cut := map[string]bool{}
+			fw.store.saveFault = func(st *State) error {
+				if n := len(st.History); n > 0 && st.History[n-1].What == "deploying" && !cut[st.Host] {
+					cut[st.Host] = true
+					return fmt.Errorf("rollover: save state of %s: %w: connection refused", st.Host, cause)
+				}
+				return nil
+			}
+			f := fw.fleet()
+			if _, err := f.Create(context.Background(), fw.spec); err != nil {
+				t.Fatal(err)
+			}
+			m := fw.run(t, mrand.New(mrand.NewPCG(5, 6)), 0, testBase.AddDate(0, 0, 1), nil)
+			if len(cut) != 4 {
+				t.Fatalf("the outage hit %d deploys, want 4", len(cut))
+			}
+			if m.Status != MigrationDone || m.Failures != 0 {
+				t.Errorf("status %s, %d failures (%s); want done with no failure", m.Status, m.Failures, phaseCounts(m))
+			}
+			for _, ev := range m.History {
+				if strings.Contains(ev.Detail, "deploy failed") || ev.What == string(PhaseHeld) {
+					t.Errorf("%s held by an outage: %s %s", ev.Host, ev.What, ev.Detail)
+				}
+			}
+			assertClean(t, fw.w, fw.store)
+			fw.assertHosts(t, m)
+		})
+	}
+}
+
 // TestFleetAbortHalfway: abort once some hosts are done: the others are
 // rolled back to the RRset they had, the deployed ones are consistent.
 func TestFleetAbortHalfway(t *testing.T) {

@@ -27,6 +27,9 @@ type memStore struct {
 
 	// failSave makes the next n Save calls fail without writing.
 	failSave int
+	// saveFault, when set, is asked first by every Save: an error it
+	// returns is returned and nothing is written.
+	saveFault func(*State) error
 	saves    int
 	// violations collects append-only breaches; tests assert it is empty.
 	violations []string
@@ -79,6 +82,11 @@ func (m *memStore) Save(s *State) error {
 	if m.failSave > 0 {
 		m.failSave--
 		return errors.New("memstore: disk full")
+	}
+	if m.saveFault != nil {
+		if err := m.saveFault(s); err != nil {
+			return err
+		}
 	}
 	b, err := json.Marshal(s)
 	if err != nil {

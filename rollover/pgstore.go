@@ -8,6 +8,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tlsactl/tlsactl/internal/safefile"
@@ -128,6 +131,14 @@ func OpenPG(ctx context.Context, o PGOptions) (*PGStore, error) {
 	if rp["statement_timeout"] == "" {
 		rp["statement_timeout"] = pgStatementTimeout
 	}
+	if rp["idle_in_transaction_session_timeout"] == "" {
+		// A runner stopped inside a transaction (SIGSTOP, a paused VM) would
+		// keep its row locks, e.g. on a ledger, and block the runner that took
+		// over its leases until the statement timeout; the server ends such a
+		// session after half the lease (0.5 s to 5 s) instead. The store's own
+		// transactions are never idle that long.
+		rp["idle_in_transaction_session_timeout"] = fmt.Sprintf("%dms", min(max(lease/2, 500*time.Millisecond), 5*time.Second).Milliseconds())
+	}
 	if !strings.Contains(o.DSN, "pool_max_conns") {
 		cfg.MaxConns = max(cfg.MaxConns, 16)
 	}
@@ -205,7 +216,7 @@ func (s *PGStore) Load(host string) (*State, error) {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %s", ErrNoRollover, h)
 	} else if err != nil {
-		return nil, fmt.Errorf("rollover: load state of %s from %s: %w", h, s.where, err)
+		return nil, fmt.Errorf("rollover: load state of %s from %s: %w", h, s.where, unreachable(err))
 	}
 	return decodeState([]byte(doc), h, "state of "+h+" in "+s.where)
 }
@@ -249,11 +260,11 @@ func (s *PGStore) names(q, what string, args ...any) ([]string, error) {
 	defer cancel()
 	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("rollover: %s in %s: %w", what, s.where, err)
+		return nil, fmt.Errorf("rollover: %s in %s: %w", what, s.where, unreachable(err))
 	}
 	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return nil, fmt.Errorf("rollover: %s in %s: %w", what, s.where, err)
+		return nil, fmt.Errorf("rollover: %s in %s: %w", what, s.where, unreachable(err))
 	}
 	if out == nil {
 		out = []string{}
@@ -321,7 +332,7 @@ func (s *PGStore) GetMaterial(host, name string) (Material, error) {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Material{}, fmt.Errorf("%w: %s/%s", ErrNoMaterial, h, name)
 	} else if err != nil {
-		return Material{}, fmt.Errorf("rollover: read material %s/%s from %s: %w", h, name, s.where, err)
+		return Material{}, fmt.Errorf("rollover: read material %s/%s from %s: %w", h, name, s.where, unreachable(err))
 	}
 	if s.key == nil {
 		return Material{}, s.noKey("read material", h, name)
@@ -342,7 +353,7 @@ func (s *PGStore) LoadLedger(owner string) (*Ledger, error) {
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && doc == "") {
 		return &Ledger{Format: ledgerFormat, Owner: o + "."}, nil
 	} else if err != nil {
-		return nil, fmt.Errorf("rollover: ledger of %s in %s: %w", o, s.where, err)
+		return nil, fmt.Errorf("rollover: ledger of %s in %s: %w", o, s.where, unreachable(err))
 	}
 	return decodeLedger([]byte(doc), o, "ledger of "+o+" in "+s.where)
 }
@@ -360,15 +371,15 @@ func (s *PGStore) UpdateLedger(ctx context.Context, owner string, fn func(*Ledge
 	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("rollover: ledger of %s in %s: %w", o, s.where, err)
+		return nil, fmt.Errorf("rollover: ledger of %s in %s: %w", o, s.where, unreachable(err))
 	}
 	defer tx.Rollback(context.Background())
 	if _, err := tx.Exec(ctx, `INSERT INTO ledgers (owner, doc) VALUES ($1, '') ON CONFLICT (owner) DO NOTHING`, o); err != nil {
-		return nil, fmt.Errorf("rollover: ledger of %s in %s: %w", o, s.where, err)
+		return nil, fmt.Errorf("rollover: ledger of %s in %s: %w", o, s.where, unreachable(err))
 	}
 	var doc string
 	if err := tx.QueryRow(ctx, `SELECT doc FROM ledgers WHERE owner = $1 FOR UPDATE`, o).Scan(&doc); err != nil {
-		return nil, fmt.Errorf("rollover: ledger of %s in %s: %w", o, s.where, err)
+		return nil, fmt.Errorf("rollover: ledger of %s in %s: %w", o, s.where, unreachable(err))
 	}
 	l := &Ledger{Format: ledgerFormat, Owner: o + "."}
 	if doc != "" {
@@ -381,10 +392,10 @@ func (s *PGStore) UpdateLedger(ctx context.Context, owner string, fn func(*Ledge
 		return nil, err
 	}
 	if _, err := tx.Exec(ctx, `UPDATE ledgers SET doc = $2, updated = now() WHERE owner = $1`, o, string(b)); err != nil {
-		return nil, fmt.Errorf("rollover: ledger of %s in %s: %w", o, s.where, err)
+		return nil, fmt.Errorf("rollover: ledger of %s in %s: %w", o, s.where, unreachable(err))
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return nil, fmt.Errorf("rollover: ledger of %s in %s: %w", o, s.where, err)
+		return nil, fmt.Errorf("rollover: ledger of %s in %s: %w", o, s.where, unreachable(err))
 	}
 	return l, nil
 }
@@ -401,7 +412,7 @@ func (s *PGStore) LoadMigration(name string) (*Migration, error) {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %s", ErrNoMigration, name)
 	} else if err != nil {
-		return nil, fmt.Errorf("rollover: migration %s in %s: %w", name, s.where, err)
+		return nil, fmt.Errorf("rollover: migration %s in %s: %w", name, s.where, unreachable(err))
 	}
 	return decodeMigration([]byte(doc), name, "migration "+name+" in "+s.where)
 }
@@ -448,4 +459,26 @@ func (s *PGStore) ListMaterial(host string) ([]string, error) {
 		return nil, err
 	}
 	return s.names(`SELECT name FROM materials WHERE host = $1`, "list material of "+h, h)
+}
+
+// unreachable marks err with ErrStoreUnavailable when it says the database
+// could not be reached or dropped the session (connect errors, network
+// errors and timeouts, SQLSTATE classes 08 connection exception and 57
+// operator intervention, e.g. a shutdown or pg_terminate_backend), so the
+// engine retries rather than counting a failure. Other errors pass as
+// they are.
+func unreachable(err error) error {
+	if err == nil || errors.Is(err, ErrStoreUnavailable) {
+		return err
+	}
+	var ce *pgconn.ConnectError
+	var pe *pgconn.PgError
+	var ne net.Error
+	switch {
+	case errors.As(err, &ce), errors.As(err, &ne), pgconn.Timeout(err), pgconn.SafeToRetry(err),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
+		errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57")):
+		return fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+	}
+	return err
 }

@@ -358,7 +358,7 @@ func (s *PGStore) fenced(kind, name, what string, transient bool, write func(ctx
 	if cause := l.err(); cause != nil && !errors.Is(err, ErrLeaseLost) {
 		err = fmt.Errorf("%w (%v)", cause, err)
 	}
-	return fmt.Errorf("rollover: %s of %s in %s: %w", what, name, s.where, err)
+	return fmt.Errorf("rollover: %s of %s in %s: %w", what, name, s.where, unreachable(err))
 }
 
 // errFenced is what a write returns when the row holds a newer fence.

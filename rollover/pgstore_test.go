@@ -429,6 +429,14 @@ func TestPGDatabaseRestart(t *testing.T) {
 	if !errors.Is(context.Cause(heldS), ErrLeaseLost) {
 		t.Fatalf("cause = %v", context.Cause(heldS))
 	}
+	// While the database is down, reads and fenced writes say so with
+	// ErrStoreUnavailable (the fleet retries instead of holding a host).
+	if _, err := long.Load("mx2.example.test."); !errors.Is(err, ErrStoreUnavailable) {
+		t.Errorf("Load with the database down: %v, want ErrStoreUnavailable", err)
+	}
+	if err := long.Save(confState("mx2.example.test.", 0)); !errors.Is(err, ErrStoreUnavailable) {
+		t.Errorf("Save with the database down: %v, want ErrStoreUnavailable", err)
+	}
 	b.pg.Start(t)
 	down := time.Since(start)
 	t.Logf("database down %v; the 300ms lease was cancelled %v after the stop began", down.Round(time.Millisecond), lostAfter.Round(time.Millisecond))

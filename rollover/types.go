@@ -376,6 +376,10 @@ var (
 	// the host or migration; another runner continues it.
 	ErrLeaseLost  = errors.New("the lease was lost: another runner may act now, this one stopped")
 	ErrNoMaterial = errors.New("no staged material")
+	// ErrStoreUnavailable: a shared store could not be reached (database
+	// down, restarting, connection cut). Nothing was decided by it: the
+	// step is retried at the next pass, never counted as a failed deploy.
+	ErrStoreUnavailable = errors.New("the state store cannot be reached")
 	// ErrUnsafe: the action would break the safety invariant now; see
 	// *UnsafeError for why and when it becomes safe.
 	ErrUnsafe = errors.New("unsafe")

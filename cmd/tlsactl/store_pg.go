@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 	"time"
 
@@ -21,7 +20,7 @@ const pgBuilt = true
 // openPG opens the PostgreSQL store sp names (see rollover.OpenPG).
 func openPG(ctx context.Context, sp storeSpec) (*stateStore, error) {
 	where := pgWhere(sp.location)
-	s, err := rollover.OpenPG(ctx, rollover.PGOptions{DSN: withIdleTimeout(sp.location, sp.lease), PasswordFile: sp.passwordFile, KeyFile: sp.keyFile,
+	s, err := rollover.OpenPG(ctx, rollover.PGOptions{DSN: sp.location, PasswordFile: sp.passwordFile, KeyFile: sp.keyFile,
 		Runner: sp.runner, Lease: sp.lease})
 	if err != nil {
 		return nil, storeErr(where, err)
@@ -80,24 +79,4 @@ func pgStatus(ctx context.Context, s *stateStore) (int, []leaseInfo, error) {
 		out = append(out, l)
 	}
 	return v, out, rows.Err()
-}
-
-// withIdleTimeout adds idle_in_transaction_session_timeout to dsn (unless it
-// sets one): half the lease, between 500 ms and 5 s. A runner stopped
-// inside a transaction (SIGSTOP, a paused VM) would otherwise keep its row
-// locks, e.g. on a ledger, and block the runner that took over its leases
-// until the statement timeout; the server ends such a session instead. The
-// store's transactions are never idle for that long.
-func withIdleTimeout(dsn string, lease time.Duration) string {
-	u, err := url.Parse(dsn)
-	if err != nil || u.Query().Has("idle_in_transaction_session_timeout") {
-		return dsn
-	}
-	if lease <= 0 {
-		lease = rollover.DefaultLease
-	}
-	q := u.Query()
-	q.Set("idle_in_transaction_session_timeout", fmt.Sprintf("%dms", min(max(lease/2, 500*time.Millisecond), 5*time.Second).Milliseconds()))
-	u.RawQuery = q.Encode()
-	return u.String()
 }
