@@ -30,7 +30,7 @@ type memStore struct {
 	// saveFault, when set, is asked first by every Save: an error it
 	// returns is returned and nothing is written.
 	saveFault func(*State) error
-	saves    int
+	saves     int
 	// violations collects append-only breaches; tests assert it is empty.
 	violations []string
 }
