@@ -475,6 +475,14 @@ func (f *Fleet) advanceAll(ctx context.Context, m *Migration) []*State {
 // phaseFromState sets host i's phase from its rollover state after a run
 // that returned err.
 func (f *Fleet) phaseFromState(m *Migration, i int, st *State, err error, now time.Time) {
+	if err != nil && (errors.Is(err, ErrLeaseLost) || errors.Is(err, ErrStoreUnavailable)) {
+		// The run was cut off from the store: st may be ahead of what was
+		// stored (a step done, its save refused). The phase stays what the
+		// store last confirmed; the runner that holds the host next goes on
+		// from the stored state.
+		m.Hosts[i].Reason, m.Hosts[i].Next = bounded(err.Error()), now.Add(f.poll(m))
+		return
+	}
 	if st == nil {
 		if err != nil {
 			m.Hosts[i].Reason, m.Hosts[i].Next = bounded(err.Error()), now.Add(f.poll(m))

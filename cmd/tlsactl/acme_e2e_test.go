@@ -425,6 +425,24 @@ func (h *roHost) assertNotServing(what string, c acmeCert) {
 }
 
 // assertDeployedAfter: every deploy of st happened at or after notBefore.
+// deployHeldBack checks that the certificate c an ACME client just handed
+// over is held in an active ca-migration, lets `rollover run --wait`
+// deploy it after the TTL, and checks the rollover finished no earlier, with
+// Knot holding c's 2 1 1 + 3 1 1 and the host serving c.
+func (h *roHost) deployHeldBack(what string, c acmeCert) {
+	h.t.Helper()
+	st := h.status()
+	if st.Plan != rollover.PlanCAMigration || st.Status != rollover.StatusActive {
+		h.t.Fatalf("after the held-back %s: %s rollover, %s", what, st.Plan, st.Status)
+	}
+	h.mustTL("run", "--wait", "--timeout", "2m")
+	st = h.status()
+	h.assertDone(st)
+	assertDeployedAfter(h.t, st, st.NotBefore)
+	h.assertKnot("after the "+what, acmePair(c))
+	h.assertServesACME("after the "+what, c)
+}
+
 func assertDeployedAfter(t *testing.T, st roStatus, notBefore time.Time) {
 	t.Helper()
 	deployed := false
@@ -601,16 +619,7 @@ func TestACMELegoHookE2E(t *testing.T) {
 			c1 := loadACMECert(t, lego.dir, h.name).snapshot(t)
 			assertIssuedBy(t, a.ctx, c1, p1)
 			h.assertNotServing("after the held-back issue", c1)
-			st := h.status()
-			if st.Plan != rollover.PlanCAMigration || st.Status != rollover.StatusActive {
-				t.Fatalf("after the held-back issue: %s rollover, %s", st.Plan, st.Status)
-			}
-			h.mustTL("run", "--wait", "--timeout", "2m")
-			st = h.status()
-			h.assertDone(st)
-			assertDeployedAfter(t, st, st.NotBefore)
-			h.assertKnot("after (a)", acmePair(c1))
-			h.assertServesACME("after (a)", c1)
+			h.deployHeldBack("issue (a)", c1)
 
 			// (b) Renew, same CA, new key, through the wrapper script.
 			wrapper := filepath.Join(root, "examples", "hooks", "lego-hook.sh")
@@ -622,7 +631,7 @@ func TestACMELegoHookE2E(t *testing.T) {
 			}
 			h.assertServesACME("after (b)", c2)
 			h.assertKnot("after (b)", roSorted(certRec(c2.leaf, tlsa.DANEEE), certRec(c1.issuer, tlsa.DANETA)))
-			st = h.status()
+			st := h.status()
 			if st.Plan != rollover.PlanRenew {
 				t.Errorf("(b) ran a %s rollover, want renew", st.Plan)
 			}
@@ -640,16 +649,7 @@ func TestACMELegoHookE2E(t *testing.T) {
 			assertIssuedBy(t, a.ctx, c3, p2)
 			h.assertNotServing("after the held-back renewal", c3)
 			h.assertServesACME("after the held-back renewal", c2)
-			st = h.status()
-			if st.Plan != rollover.PlanCAMigration || st.Status != rollover.StatusActive {
-				t.Fatalf("after the held-back renewal: %s rollover, %s", st.Plan, st.Status)
-			}
-			h.mustTL("run", "--wait", "--timeout", "2m")
-			st = h.status()
-			h.assertDone(st)
-			assertDeployedAfter(t, st, st.NotBefore)
-			h.assertKnot("after (c)", acmePair(c3))
-			h.assertServesACME("after (c)", c3)
+			h.deployHeldBack("renewal (c)", c3)
 
 			// (d) v4: certbot's contract, a lineage directory with certbot's
 			// file names; v5: --reuse-key through the hook.
