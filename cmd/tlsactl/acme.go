@@ -15,6 +15,7 @@ import (
 
 	"github.com/tlsactl/tlsactl/internal/acme"
 	"github.com/tlsactl/tlsactl/internal/config"
+	"github.com/tlsactl/tlsactl/internal/safefile"
 	"github.com/tlsactl/tlsactl/providers"
 	"github.com/tlsactl/tlsactl/rollover"
 	"github.com/tlsactl/tlsactl/tlsa"
@@ -29,6 +30,16 @@ const (
 	flagKeyType   = "key-type"
 	flagTXTTTL    = "txt-ttl"
 	flagVerbose   = "verbose"
+	flagEABKID    = "eab-kid-file"
+	flagEABHMAC   = "eab-hmac-file"
+)
+
+// The environment variables that give External Account Binding
+// credentials themselves (rather than files): for a secrets manager that
+// injects values; they are never printed.
+const (
+	envEABKID  = "TLSACTL_ACME_EAB_KID"
+	envEABHMAC = "TLSACTL_ACME_EAB_HMAC"
 )
 
 func createACME() *cli.Command {
@@ -67,6 +78,12 @@ Without --force nothing is ordered while the served certificate is valid for mor
 The ACME settings are flags or environment variables (the configuration file has no ACME
 section): TLSACTL_ACME_DIRECTORY, TLSACTL_ACME_EMAIL, TLSACTL_ACME_CA_FILE.
 
+External Account Binding (RFC 8555 §7.3.4; commercial CAs such as Sectigo, ZeroSSL, HARICA
+or a PKIoverheid successor): the key ID and the HMAC key the CA hands out, from files
+(--eab-kid-file, --eab-hmac-file; the HMAC file must be private, mode 0600) or from
+TLSACTL_ACME_EAB_KID and TLSACTL_ACME_EAB_HMAC. They are used once, when the account is
+registered, and never printed.
+
 EXAMPLES:
    TLSACTL_ACME_DIRECTORY=https://acme-v02.api.letsencrypt.org/directory \
    TLSACTL_ACME_EMAIL=hostmaster@example.nl tlsactl acme renew --host mx.example.nl
@@ -77,6 +94,10 @@ EXAMPLES:
    # next key: publish its 3 1 1 now, renew from its CSR weeks later
    tlsactl key next --host mx.example.nl
    tlsactl acme renew --host mx.example.nl --force
+
+   # a CA that binds ACME accounts to a customer account (EAB)
+   tlsactl acme renew --host mx.example.nl --directory https://acme.sectigo.com/v2/OV \
+       --eab-kid-file /etc/tlsactl/eab.kid --eab-hmac-file /etc/tlsactl/eab.hmac
 
    # a test CA (Pebble) whose HTTPS certificate is signed by its own root
    tlsactl acme renew --host mx.example.test --directory https://127.0.0.1:14000/dir \
@@ -97,6 +118,8 @@ EXIT CODES:
 				&cli.StringFlag{Name: flagDirectory, EnvVars: []string{"TLSACTL_ACME_DIRECTORY"}, Usage: "ACME directory `URL` (required)"},
 				&cli.StringFlag{Name: flagEmail, EnvVars: []string{"TLSACTL_ACME_EMAIL"}, Usage: "account e-mail `ADDRESS`"},
 				&cli.StringFlag{Name: flagCAFile, EnvVars: []string{"TLSACTL_ACME_CA_FILE"}, Usage: "extra trusted root(s) `FILE` (PEM) for the ACME server's HTTPS"},
+				&cli.StringFlag{Name: flagEABKID, EnvVars: []string{"TLSACTL_ACME_EAB_KID_FILE"}, Usage: "External Account Binding key ID `FILE` (or the value in $" + envEABKID + ")"},
+				&cli.StringFlag{Name: flagEABHMAC, EnvVars: []string{"TLSACTL_ACME_EAB_HMAC_FILE"}, Usage: "External Account Binding HMAC key `FILE`, mode 0600 (or the value in $" + envEABHMAC + ")"},
 				&cli.IntFlag{Name: flagDays, Value: 30, Usage: "renew only when the served certificate expires within `N` days"},
 				&cli.BoolFlag{Name: flagForce, Usage: "order a certificate now, whatever the expiry"},
 				&cli.StringFlag{Name: flagKeyType, Value: "ec256", Usage: "`TYPE` of a fresh key: ec256, ec384, rsa2048, rsa3072, rsa4096"},
@@ -167,6 +190,10 @@ func runACMERenew(c *cli.Context) error {
 		return badInput(fmt.Errorf("--days %d: want 0 or more", c.Int(flagDays)))
 	}
 	force, dry := c.Bool(flagForce), c.Bool(flagDryRun)
+	eabKID, eabHMAC, err := eabCredentials(c)
+	if err != nil {
+		return badInput(err)
+	}
 
 	var st *rollover.State
 	if s, err := env.store.Load(h.Name); err == nil {
@@ -253,6 +280,15 @@ func runACMERenew(c *cli.Context) error {
 			fmt.Fprintf(c.App.ErrWriter, "%s: dns-01: %s\n", name, fmt.Sprintf(format, args...))
 		}
 	}
+	if eabKID != "" {
+		reg, err := acme.RegisterEAB(ctx, opts, eabKID, eabHMAC)
+		if err != nil {
+			return &exitError{code: exitRolloverError, err: fmt.Errorf("registering the ACME account with External Account Binding (key ID %s) failed; nothing changed: %w", eabKID, err)}
+		}
+		if reg {
+			say("registered a new ACME account with External Account Binding (key ID %s)", eabKID)
+		}
+	}
 	say("ordering a certificate for %s from %s with %s", strings.Join(names, ", "), directory, keyDesc)
 	start := time.Now()
 	res, err := acme.Obtain(ctx, opts)
@@ -306,4 +342,37 @@ func resolverHostPort(addr string) string {
 		return "[" + strings.Trim(addr, "[]") + "]:53"
 	}
 	return addr + ":53"
+}
+
+// eabCredentials returns the External Account Binding key ID and HMAC key
+// from --eab-kid-file/--eab-hmac-file or $TLSACTL_ACME_EAB_KID/_HMAC, or two
+// empty strings when none is given. Half a pair, an HMAC file others may
+// read, or an empty file is an error naming the fix; the HMAC key itself
+// never appears in an error.
+func eabCredentials(c *cli.Context) (kid, hmac string, err error) {
+	kid, hmac = os.Getenv(envEABKID), os.Getenv(envEABHMAC)
+	if f := c.String(flagEABKID); f != "" {
+		b, err := readInput(f, nil)
+		if err != nil {
+			return "", "", fmt.Errorf("--%s: %w", flagEABKID, err)
+		}
+		kid = string(b)
+	}
+	if f := c.String(flagEABHMAC); f != "" {
+		b, err := safefile.ReadPrivate(f)
+		if err != nil {
+			return "", "", fmt.Errorf("--%s: %w", flagEABHMAC, err)
+		}
+		hmac = string(b)
+	}
+	kid, hmac = strings.TrimSpace(kid), strings.TrimSpace(hmac)
+	switch {
+	case kid == "" && hmac == "":
+		return "", "", nil
+	case kid == "":
+		return "", "", fmt.Errorf("External Account Binding needs the key ID too: give --%s FILE or set %s", flagEABKID, envEABKID)
+	case hmac == "":
+		return "", "", fmt.Errorf("External Account Binding needs the HMAC key too: give --%s FILE (mode 0600) or set %s", flagEABHMAC, envEABHMAC)
+	}
+	return kid, hmac, nil
 }

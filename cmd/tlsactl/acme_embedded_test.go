@@ -60,7 +60,13 @@ func TestACMERenewEmbeddedE2E(t *testing.T) {
 	}
 	cu := testbed.NewUnbound(t, testbed.UnboundConfig{Stubs: []testbed.StubZone{{Name: "embed.test.", Addr: b.knot.Addr, TrustAnchor: ds}}, NoCache: true})
 	h := b.newRoHost(t, "mx", 3)
-	pb := testbed.NewPebble(t, testbed.PebbleConfig{DNSServer: cu.Addr, Env: []string{"PEBBLE_AUTHZREUSE=0"}})
+	// A CA that requires External Account Binding, as commercial ones do:
+	// every order below runs on an account bound with its key.
+	pb := testbed.NewPebble(t, testbed.PebbleConfig{DNSServer: cu.Addr, TestDir: testbed.PebbleEABTestDir(t), Env: []string{"PEBBLE_AUTHZREUSE=0"}})
+	eabDir := t.TempDir()
+	kidFile, hmacFile := filepath.Join(eabDir, "eab.kid"), filepath.Join(eabDir, "eab.hmac")
+	roWrite(t, kidFile, []byte(testbed.PebbleEABKID+"\n"), 0o644)
+	roWrite(t, hmacFile, []byte(testbed.PebbleEABHMAC+"\n"), 0o600)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("pebble log:\n%s", roTail(pb.Log(), 4000))
@@ -74,10 +80,14 @@ func TestACMERenewEmbeddedE2E(t *testing.T) {
 	renew := func(args ...string) roResult {
 		t.Helper()
 		full := append([]string{"acme", "renew", "--config", h.cfgPath, "--host", h.name,
-			"--directory", pb.DirectoryURL, "--ca-file", pb.CAFile, "--email", "t@embed.test", "-v"}, args...)
+			"--directory", pb.DirectoryURL, "--ca-file", pb.CAFile, "--email", "t@embed.test", "-v",
+			"--eab-kid-file", kidFile, "--eab-hmac-file", hmacFile}, args...)
 		r := h.runTlsactl(full...)
 		if strings.Contains(r.out+r.errOut, b.knot.Key.Secret) {
 			t.Error("acme renew printed the TSIG secret")
+		}
+		if strings.Contains(r.out+r.errOut, testbed.PebbleEABHMAC) {
+			t.Error("acme renew printed the EAB HMAC key")
 		}
 		h.finger("after acme renew")
 		return r
@@ -95,9 +105,29 @@ func TestACMERenewEmbeddedE2E(t *testing.T) {
 		t.Fatal("--dry-run created an ACME account")
 	}
 
+	// EAB credentials: half a pair, or an HMAC file others may read, is
+	// refused before anything is ordered; the CA itself refuses an account
+	// without a binding.
+	wideHMAC := filepath.Join(eabDir, "wide.hmac")
+	roWrite(t, wideHMAC, []byte(testbed.PebbleEABHMAC), 0o644)
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--eab-hmac-file", ""}, exitBadInput, "needs the HMAC key too"},
+		{[]string{"--eab-kid-file", ""}, exitBadInput, "needs the key ID too"},
+		{[]string{"--eab-hmac-file", wideHMAC}, exitBadInput, "--eab-hmac-file"},
+		{[]string{"--eab-kid-file", "", "--eab-hmac-file", ""}, exitRolloverError, "the ACME order failed"},
+	} {
+		if r := renew(append([]string{"--force"}, tc.args...)...); r.code != tc.code || !strings.Contains(r.errOut, tc.want) {
+			t.Fatalf("acme renew %v: exit %d, stderr %q; want %d and %q", tc.args, r.code, r.errOut, tc.code, tc.want)
+		}
+	}
+
 	// (a) First issue: Pebble is a new CA → 2 1 1 published, held back (75).
 	r := renew("--force")
-	if r.code != exitHookHeld || !strings.Contains(r.errOut, "held back") || !strings.Contains(r.out, "registered a new ACME account") {
+	if r.code != exitHookHeld || !strings.Contains(r.errOut, "held back") || !strings.Contains(r.out, "registered a new ACME account with External Account Binding (key ID "+testbed.PebbleEABKID+")") {
 		t.Fatalf("first acme renew: exit %d, want %d (held back) after registering", r.code, exitHookHeld)
 	}
 	h.assertNoChallengeTXT("after (a)")

@@ -11,40 +11,16 @@ import (
 	"github.com/tlsactl/tlsactl/internal/testbed"
 )
 
-// pebbleEABKID and pebbleEABHMAC are a key of Pebble's own EAB test
-// configuration (test/config/pebble-config-external-account-bindings.json).
 const (
-	pebbleEABKID  = "kid-1"
-	pebbleEABHMAC = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
+	pebbleEABKID  = testbed.PebbleEABKID
+	pebbleEABHMAC = testbed.PebbleEABHMAC
 )
 
 // TestRegisterEAB against a real Pebble that requires External Account
 // Binding (its EAB test configuration).
 func TestRegisterEAB(t *testing.T) {
 	testbed.RequirePebble(t)
-	src, err := testbed.PebbleTestDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A test/ directory whose base configuration is Pebble's EAB one.
-	dir := t.TempDir()
-	for dst, from := range map[string]string{
-		"certs/pebble.minica.pem":   "certs/pebble.minica.pem",
-		"certs/localhost/cert.pem":  "certs/localhost/cert.pem",
-		"certs/localhost/key.pem":   "certs/localhost/key.pem",
-		"config/pebble-config.json": "config/pebble-config-external-account-bindings.json",
-	} {
-		b, err := os.ReadFile(filepath.Join(src, from))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, dst)), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, dst), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := testbed.PebbleEABTestDir(t)
 	// No challenge is solved here: the DNS server is never asked.
 	pb := testbed.NewPebble(t, testbed.PebbleConfig{DNSServer: "127.0.0.1:9", TestDir: dir, Env: []string{"PEBBLE_WFE_NONCEREJECT=0"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

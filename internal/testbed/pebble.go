@@ -358,3 +358,43 @@ func (pb *Pebble) Stop() error {
 	})
 	return pb.serr
 }
+
+// PebbleEABKID and PebbleEABHMAC are a key of Pebble's own External
+// Account Binding test configuration
+// (test/config/pebble-config-external-account-bindings.json).
+const (
+	PebbleEABKID  = "kid-1"
+	PebbleEABHMAC = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
+)
+
+// PebbleEABTestDir returns a Pebble test/ directory (for
+// PebbleConfig.TestDir) whose configuration is Pebble's EAB one: every new
+// account must carry an External Account Binding with one of its keys,
+// PebbleEABKID/PebbleEABHMAC among them. It fails tb when Pebble's test
+// files cannot be read.
+func PebbleEABTestDir(tb testing.TB) string {
+	tb.Helper()
+	src, err := PebbleTestDir()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dir := tb.TempDir()
+	for dst, from := range map[string]string{
+		"certs/pebble.minica.pem":   "certs/pebble.minica.pem",
+		"certs/localhost/cert.pem":  "certs/localhost/cert.pem",
+		"certs/localhost/key.pem":   "certs/localhost/key.pem",
+		"config/pebble-config.json": "config/pebble-config-external-account-bindings.json",
+	} {
+		b, err := os.ReadFile(filepath.Join(src, from))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, dst)), 0o755); err != nil {
+			tb.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, dst), b, 0o600); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return dir
+}
