@@ -23,7 +23,9 @@ import (
 // resolver means the answer was bogus and must be returned as an error,
 // never as an empty answer. Negative answers and address lookups are derived
 // from Exchange's responses by tlsactl's own DNS code (its errors wrap the
-// dnsx sentinels whatever the Resolver).
+// dnsx sentinels whatever the Resolver). Exchange is called from several
+// goroutines at once (AuthServers looks up every server's addresses in
+// parallel): it must be safe for concurrent use.
 type Resolver interface {
 	Exchange(ctx context.Context, name string, qtype uint16) (*dns.Msg, error)
 }

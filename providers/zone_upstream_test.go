@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"sync"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -13,10 +14,16 @@ import (
 
 // zoneData answers like a validating resolver over one small zone:
 // example.test. with NS ns1 (A 192.0.2.53) and mx.example.test. inside.
-type zoneData struct{ asked []string }
+// It is called concurrently, as the Resolver contract says.
+type zoneData struct {
+	mu    sync.Mutex
+	asked []string
+}
 
 func (z *zoneData) Exchange(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+	z.mu.Lock()
 	z.asked = append(z.asked, name+" "+dns.TypeToString[qtype])
+	z.mu.Unlock()
 	m := new(dns.Msg)
 	m.SetQuestion(name, qtype)
 	m.Response, m.AuthenticatedData = true, true
