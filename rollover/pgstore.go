@@ -237,13 +237,20 @@ func (s *PGStore) Save(st *State) error {
 	if err != nil {
 		return fmt.Errorf("rollover: save state of %s: %w", h, err)
 	}
-	return s.fenced(LeaseHost, h, "save state", false, func(ctx context.Context, tx pgx.Tx, token int64) error {
-		tag, err := tx.Exec(ctx, `
+	return s.saveDoc(LeaseHost, h, "save state", `
 INSERT INTO states AS s (host, doc, fence, runner, updated) VALUES ($1, $2, $3, $4, now())
 ON CONFLICT (host) DO UPDATE SET doc = EXCLUDED.doc, fence = EXCLUDED.fence, runner = EXCLUDED.runner, updated = now()
-	WHERE s.fence <= EXCLUDED.fence`, h, string(b), token, s.runner)
+	WHERE s.fence <= EXCLUDED.fence`, b)
+}
+
+// saveDoc writes doc under key with upsert (parameters: key, doc, fence,
+// runner), fenced by this store's lease on kind/key: a row written under a
+// newer lease is left alone and the write fails with ErrLeaseLost.
+func (s *PGStore) saveDoc(kind, key, what, upsert string, doc []byte) error {
+	return s.fenced(kind, key, what, false, func(ctx context.Context, tx pgx.Tx, token int64) error {
+		tag, err := tx.Exec(ctx, upsert, key, string(doc), token, s.runner)
 		if err == nil && tag.RowsAffected() == 0 {
-			return errFenced(LeaseHost, h, token)
+			return errFenced(kind, key, token)
 		}
 		return err
 	})
@@ -428,16 +435,10 @@ func (s *PGStore) SaveMigration(m *Migration) error {
 	if err != nil {
 		return err
 	}
-	return s.fenced(LeaseMigration, name, "save migration", false, func(ctx context.Context, tx pgx.Tx, token int64) error {
-		tag, err := tx.Exec(ctx, `
+	return s.saveDoc(LeaseMigration, name, "save migration", `
 INSERT INTO migrations AS m (name, doc, fence, runner, updated) VALUES ($1, $2, $3, $4, now())
 ON CONFLICT (name) DO UPDATE SET doc = EXCLUDED.doc, fence = EXCLUDED.fence, runner = EXCLUDED.runner, updated = now()
-	WHERE m.fence <= EXCLUDED.fence`, name, string(b), token, s.runner)
-		if err == nil && tag.RowsAffected() == 0 {
-			return errFenced(LeaseMigration, name, token)
-		}
-		return err
-	})
+	WHERE m.fence <= EXCLUDED.fence`, b)
 }
 
 // ListMigrations returns the names of the stored migrations, sorted.

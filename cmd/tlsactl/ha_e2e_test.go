@@ -339,20 +339,7 @@ func (b *haBed) startMigration() string {
 		h.expectNew(h.next)
 	}
 	file := filepath.Join(b.dir, name+".toml")
-	roWrite(t, file, []byte(fmt.Sprintf(`name = %q
-hosts = ["mx*.fleet1.test"]
-new_ca = [%q]
-windows = []
-max_parallel = %d
-max_failures = 2
-ttl = %d
-margin = %q
-poll = "1s"
-
-[source]
-kind = "dir"
-dir = "incoming"
-`, name, filepath.Base(caFile), haParallel, haTTL, flMargin.String())), 0o644)
+	roWrite(t, file, []byte(dirMigrationTOML(name, `"mx*.fleet1.test"`, filepath.Base(caFile), haParallel, haTTL)), 0o644)
 	b.mustCLI("migration", "start", "--config", b.cfg[haRunnerNames[0]], file)
 	return name
 }

@@ -305,13 +305,13 @@ func (f *fleetBed) drop(h *fleetHost) {
 	}
 }
 
-// writeMigration writes the migration file and the new CA beside it.
-func (f *fleetBed) writeMigration(ca *testbed.Chain) {
-	f.t.Helper()
-	roWrite(f.t, filepath.Join(f.dir, "newca.pem"), ca.Intermediate.PEM, 0o644)
-	text := fmt.Sprintf(`name = %q
-hosts = ["mx*.fleet1.test", "mx*.fleet2.test"]
-new_ca = ["newca.pem"]
+// dirMigrationTOML is the migration file of the fleet tests: hosts (TOML
+// strings), the new CA file, certificates from the "incoming" directory,
+// no windows, at most two failures, the fleet's margin, a 1 s poll.
+func dirMigrationTOML(name, hosts, caFile string, parallel, ttl int) string {
+	return fmt.Sprintf(`name = %q
+hosts = [%s]
+new_ca = [%q]
 windows = []
 max_parallel = %d
 max_failures = 2
@@ -322,8 +322,14 @@ poll = "1s"
 [source]
 kind = "dir"
 dir = "incoming"
-`, flName, flParallel, flTTL, flMargin.String())
-	roWrite(f.t, f.migFile, []byte(text), 0o644)
+`, name, hosts, caFile, parallel, ttl, flMargin.String())
+}
+
+// writeMigration writes the migration file and the new CA beside it.
+func (f *fleetBed) writeMigration(ca *testbed.Chain) {
+	f.t.Helper()
+	roWrite(f.t, filepath.Join(f.dir, "newca.pem"), ca.Intermediate.PEM, 0o644)
+	roWrite(f.t, f.migFile, []byte(dirMigrationTOML(flName, `"mx*.fleet1.test", "mx*.fleet2.test"`, "newca.pem", flParallel, flTTL)), 0o644)
 }
 
 // cli runs `tlsactl <args…>` with the built binary (through the first
