@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -373,23 +374,40 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 }
 
 // recordCheck adds every secure TLSA RRset the check saw to the ledger of
-// its owner (after CNAMEs), when a state is given (--state-dir, or the
-// state or state_dir of --config: a directory or the shared database). What the validating resolver returned may
-// be a cached copy: it is recorded as a resolver sighting.
+// its owner (after CNAMEs), when a state is given (see ledgerSpec).
 func recordCheck(c *cli.Context, rep check.Report, resolver string) error {
-	var cfg *config.Config
-	if c.String(flagStateDir) == "" && c.String(flagConfig) != "" {
-		var err error
-		if cfg, err = config.Load(c.String(flagConfig)); err != nil {
-			return err
-		}
-		if cfg.State == "" && cfg.StateDir == "" {
-			return nil
-		}
-	} else if c.String(flagStateDir) == "" {
-		return nil
+	sp, ok, err := ledgerSpec(c)
+	if err != nil || !ok {
+		return err
 	}
-	store, err := openStore(c.Context, storeSpecFor(c, cfg))
+	return recordSightings(c.Context, sp, rep, resolver)
+}
+
+// ledgerSpec returns the state checks record their sightings in:
+// --state-dir, or the state or state_dir of --config (a directory or the
+// shared database); false when neither names one.
+func ledgerSpec(c *cli.Context) (storeSpec, bool, error) {
+	if c.String(flagStateDir) != "" {
+		return storeSpecFor(c, nil), true, nil
+	}
+	if c.String(flagConfig) == "" {
+		return storeSpec{}, false, nil
+	}
+	cfg, err := config.Load(c.String(flagConfig))
+	if err != nil {
+		return storeSpec{}, false, err
+	}
+	if cfg.State == "" && cfg.StateDir == "" {
+		return storeSpec{}, false, nil
+	}
+	return storeSpecFor(c, cfg), true, nil
+}
+
+// recordSightings records every secure TLSA RRset of rep in the state sp
+// under ctx. What the validating resolver returned may be a cached copy: it
+// is recorded as a resolver sighting.
+func recordSightings(ctx context.Context, sp storeSpec, rep check.Report, resolver string) error {
+	store, err := openStore(ctx, sp)
 	if err != nil {
 		return err
 	}
@@ -409,7 +427,7 @@ func recordCheck(c *cli.Context, rep check.Report, resolver string) error {
 			recs = append(recs, rec)
 		}
 		s := rollover.Sighting{Kind: rollover.SourceResolver, Source: "resolver " + resolver, Records: recs, TTL: h.TLSA.TTL}
-		if _, _, err := rollover.Record(c.Context, store.fullStore, h.TLSA.Owner, []rollover.Sighting{s}, 0, now); err != nil {
+		if _, _, err := rollover.Record(ctx, store.fullStore, h.TLSA.Owner, []rollover.Sighting{s}, 0, now); err != nil {
 			errs = append(errs, err)
 		}
 	}

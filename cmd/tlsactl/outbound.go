@@ -93,17 +93,13 @@ func runCheckOutbound(c *cli.Context) error {
 		default:
 			if _, err := outbound.FindBinary("postconf"); err == nil {
 				mta = "postfix"
-			} else if _, err := outbound.FindBinary("exim"); err == nil {
-				mta = "exim"
-			} else if _, err := outbound.FindBinary("exim4"); err == nil {
+			} else if _, err := outbound.FindExim(); err == nil {
 				mta = "exim"
 			} else {
 				mta = ""
 			}
 		}
-	case "postfix", "exim":
-	case "none":
-		mta = "none"
+	case "postfix", "exim", "none":
 	default:
 		return unknown(fmt.Errorf("--mta %q: want auto, postfix, exim or none", mta))
 	}

@@ -143,6 +143,14 @@ func runServe(c *cli.Context) error {
 			return badInput(fmt.Errorf("no resolver: %w; give --resolver ADDR", err))
 		}
 	}
+	// The ledger as `tlsactl check` records it (--state-dir, or the state
+	// or state_dir of --config; nothing without either), read once.
+	var record func(context.Context, check.Report) error
+	if sp, ok, err := ledgerSpec(c); err != nil {
+		return badInput(err)
+	} else if ok {
+		record = func(ctx context.Context, rep check.Report) error { return recordSightings(ctx, sp, rep, addr) }
+	}
 	listen := c.String(flagListen)
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -159,10 +167,8 @@ func runServe(c *cli.Context) error {
 		ProbeTimeout:  c.Duration(flagProbeTimeout),
 		TimeoutOffset: exporter.DefaultTimeoutOffset,
 		MaxProbes:     c.Int(flagMaxProbes),
-		// The ledger as `tlsactl check` records it (--state-dir, or the
-		// state_dir of --config; nothing without either).
-		Record: func(_ context.Context, rep check.Report) error { return recordCheck(c, rep, addr) },
-		Logger: log,
+		Record:        record,
+		Logger:        log,
 	})
 
 	ctx := c.Context

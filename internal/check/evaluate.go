@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"math"
 	"net/netip"
 	"sort"
 	"strings"
@@ -57,10 +56,7 @@ type Policy struct {
 	// CriticalDays, when > 0: CRITICAL when the leaf expires or DANE breaks
 	// within this many days.
 	CriticalDays int
-	// RenewalMargin is added to the TLSA TTL for the time a renewal that
-	// changes a record needs before the swap; DefaultRenewalMargin when zero.
-	RenewalMargin time.Duration
-	Now           time.Time // the check's clock: expiry, DANE-TA validity, the forecast; zero means time.Now()
+	Now          time.Time // the check's clock: expiry, DANE-TA validity, the forecast; zero means time.Now()
 }
 
 // Report is the whole result of a check: JSON-ready.
@@ -444,15 +440,15 @@ func evaluateAddress(po ProbeObservation, recs []tlsa.Record, mode daneMode, nam
 	if len(chain) > 0 {
 		leaf := chain[0]
 		na := leaf.NotAfter.UTC()
-		days := math.Floor(leaf.NotAfter.Sub(p.Now).Hours()/24*10) / 10
-		ar.NotAfter, ar.DaysToExpiry = &na, &days
+		ar.NotAfter, ar.DaysToExpiry = &na, days(p.Now, leaf.NotAfter)
+		left := *ar.DaysToExpiry
 		switch {
 		case p.Now.After(leaf.NotAfter):
 			sev(Warning, "cert-expired", "the certificate expired on %s (DANE-EE still accepts it, RFC 7672 §3.1.1, but renew it)", na.Format("2006-01-02"))
-		case p.CriticalDays > 0 && days < float64(p.CriticalDays):
-			sev(Critical, "cert-expiring", "the certificate expires in %.1f days (%s)", days, na.Format("2006-01-02"))
-		case days < float64(p.WarnDays):
-			sev(Warning, "cert-expiring", "the certificate expires in %.1f days (%s)", days, na.Format("2006-01-02"))
+		case p.CriticalDays > 0 && left < float64(p.CriticalDays):
+			sev(Critical, "cert-expiring", "the certificate expires in %.1f days (%s)", left, na.Format("2006-01-02"))
+		case left < float64(p.WarnDays):
+			sev(Warning, "cert-expiring", "the certificate expires in %.1f days (%s)", left, na.Format("2006-01-02"))
 		}
 		if !nameInSAN(leaf, names[0]) {
 			sev(Warning, "cert-name", "the certificate's names %v do not include the MX host %s (NCSC: put the MX host name in the SAN)", leaf.DNSNames, dotless(names[0]))
@@ -546,7 +542,7 @@ func singleRotatingIntermediate(chain []*x509.Certificate, res tlsa.Result) (*x5
 		}
 		ca = c
 	}
-	if ca == nil || bytes.Equal(ca.RawSubject, ca.RawIssuer) {
+	if ca == nil || selfIssued(ca) {
 		return nil, nil
 	}
 	if set := IssuerSetOf(ca); set != nil {

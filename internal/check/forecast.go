@@ -189,10 +189,7 @@ func ForecastText(fc *Forecast) string {
 			name = shortRecord(r.Record, 8)
 		}
 		if r.Until == nil {
-			why := r.Why
-			if strings.HasPrefix(why, "DANE-EE ignores validity; ") {
-				why = strings.TrimPrefix(why, "DANE-EE ignores validity; the ")
-			}
+			why := strings.TrimPrefix(r.Why, "DANE-EE ignores validity; the ")
 			parts = append(parts, fmt.Sprintf("%s does not expire (%s)", name, why))
 			continue
 		}
@@ -277,10 +274,7 @@ func forecastFindings(fc *Forecast, leaf *x509.Certificate, ttl uint32, p Policy
 	if leaf == nil || ttl == 0 {
 		return
 	}
-	margin := p.RenewalMargin
-	if margin <= 0 {
-		margin = DefaultRenewalMargin
-	}
+	margin := DefaultRenewalMargin
 	now := p.Now
 	left := leaf.NotAfter.Sub(now)
 	window := time.Duration(ttl)*time.Second + margin

@@ -213,11 +213,16 @@ func systemResolverFrom(path string) (string, error) {
 	return net.JoinHostPort(cfg.Servers[0], "53"), nil
 }
 
-func (r *Resolver) addr() string {
-	if _, _, err := net.SplitHostPort(r.Addr); err == nil {
-		return r.Addr
+func (r *Resolver) addr() string { return ResolverAddr(r.Addr) }
+
+// ResolverAddr returns a resolver address as "host:port": addr itself when
+// it has a port, else port 53 (a bare or bracketed IPv6 address included).
+// It does not check that host is an address.
+func ResolverAddr(addr string) string {
+	if _, _, err := net.SplitHostPort(addr); err == nil {
+		return addr
 	}
-	return net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(r.Addr, "["), "]"), "53")
+	return net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]"), "53")
 }
 
 func (r *Resolver) timeout() time.Duration {

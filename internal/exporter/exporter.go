@@ -196,7 +196,7 @@ func (e *Exporter) cycle(ctx context.Context) {
 		if uint16(p) == e.o.Check.Port {
 			domains = e.o.Domains
 		}
-		out := e.check(ctx, uint16(p), e.o.Check.HostTimeout, domains, byPort[uint16(p)], func(h HostResult) { e.latest.putHost(h) }, e.latest.putDomain)
+		out := e.check(ctx, uint16(p), e.o.Check.HostTimeout, domains, byPort[uint16(p)], e.latest.putHost, e.latest.putDomain)
 		<-out.done
 		for _, h := range out.hostList() {
 			counts[min(int(h.Report.Status), 3)]++

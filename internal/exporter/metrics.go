@@ -167,12 +167,14 @@ func (r *results) Collect(ch chan<- prometheus.Metric) {
 			if a.DaysToExpiry != nil {
 				gauge(descExpiry, *a.DaysToExpiry, host, a.Address)
 			}
-			breakDays, singleDays := forecast(a)
-			if breakDays != nil {
-				gauge(descBreak, *breakDays, host, a.Address)
+			// The forecast series are absent when the check foresees no
+			// such moment (a 3 x x record does not stop matching on its
+			// own; at most one record matches already).
+			if fc := a.Forecast; fc != nil && fc.BreakDays != nil {
+				gauge(descBreak, *fc.BreakDays, host, a.Address)
 			}
-			if singleDays != nil {
-				gauge(descSingle, *singleDays, host, a.Address)
+			if fc := a.Forecast; fc != nil && fc.SingleDays != nil {
+				gauge(descSingle, *fc.SingleDays, host, a.Address)
 			}
 		}
 		gauge(descBogus, bool01(h.Report.TLSA.Status == dnsx.Bogus.String()), host)

@@ -69,16 +69,22 @@ type EximConfig struct {
 	ConfigFile string
 }
 
+// FindExim finds the Exim binary with FindBinary: exim, else Debian's exim4.
+func FindExim() (string, error) {
+	if bin, err := FindBinary("exim"); err == nil {
+		return bin, nil
+	}
+	return FindBinary("exim4")
+}
+
 // AuditExim runs `exim -bP routers` and `exim -bP transports` and evaluates
 // the drivers.
 func AuditExim(ctx context.Context, cfg EximConfig) []Finding {
 	bin := cfg.Binary
 	if bin == "" {
 		var err error
-		if bin, err = FindBinary("exim"); err != nil {
-			if bin, err = FindBinary("exim4"); err != nil {
-				return []Finding{{Severity: Unknown, Code: "exim-bp", Setting: "exim", Message: "exim not found", Fix: "give --exim-binary PATH"}}
-			}
+		if bin, err = FindExim(); err != nil {
+			return []Finding{{Severity: Unknown, Code: "exim-bp", Setting: "exim", Message: "exim not found", Fix: "give --exim-binary PATH"}}
 		}
 	}
 	var drivers []EximDriver

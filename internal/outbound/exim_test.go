@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tlsactl/tlsactl/internal/dnsx"
 )
 
 // The fixtures under testdata/exim-*.txt are in the format of `exim -bP`,
@@ -145,10 +147,10 @@ func TestCheckResolverPath(t *testing.T) {
 			t.Errorf("%s: fix %q does not name unbound", addr, f.Fix)
 		}
 	}
-	if got := ResolverAddr("127.0.0.1"); got != "127.0.0.1:53" {
+	if got := dnsx.ResolverAddr("127.0.0.1"); got != "127.0.0.1:53" {
 		t.Errorf("ResolverAddr: %s", got)
 	}
-	if got := ResolverAddr("::1"); got != "[::1]:53" {
+	if got := dnsx.ResolverAddr("::1"); got != "[::1]:53" {
 		t.Errorf("ResolverAddr: %s", got)
 	}
 }

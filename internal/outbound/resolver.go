@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/tlsactl/tlsactl/internal/dnsx"
 )
 
 // Default test names for the real internet, both long-standing and widely
@@ -34,14 +36,6 @@ type ResolverConfig struct {
 	Timeout time.Duration
 }
 
-// ResolverAddr returns addr as "host:port" (port 53 unless given).
-func ResolverAddr(addr string) string {
-	if _, _, err := net.SplitHostPort(addr); err == nil {
-		return addr
-	}
-	return net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]"), "53")
-}
-
 // CheckResolver asks the resolver for the signed name (it must set AD) and
 // the bogus name (it must answer SERVFAIL; the same query with CD must then
 // answer, else the name's authority is unreachable and nothing is proven).
@@ -56,7 +50,7 @@ func CheckResolver(ctx context.Context, cfg ResolverConfig) (ResolverReport, []F
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second
 	}
-	addr := ResolverAddr(cfg.Addr)
+	addr := dnsx.ResolverAddr(cfg.Addr)
 	rep := ResolverReport{Addr: addr}
 	var fs []Finding
 	add := func(sev Severity, code, msg, fix string) {

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -495,7 +494,7 @@ func (d *ProviderDNS) authSightings(ctx context.Context) []rollover.Sighting {
 // itself (not through the configured name: the ledger is the owner's).
 func (d *ProviderDNS) resolverSighting(ctx context.Context) rollover.Sighting {
 	r := d.cfg.Resolver
-	s := rollover.Sighting{Kind: rollover.SourceResolver, Source: "resolver " + resolverAddr(r.Addr)}
+	s := rollover.Sighting{Kind: rollover.SourceResolver, Source: "resolver " + dnsx.ResolverAddr(r.Addr)}
 	resp, err := r.Exchange(ctx, d.owner, dns.TypeTLSA)
 	if err != nil {
 		s.Err = err
@@ -532,13 +531,6 @@ func (d *ProviderDNS) resolverSighting(ctx context.Context) rollover.Sighting {
 		s.TTL = r.NegativeError(d.owner, dns.TypeTLSA, resp).NegTTL
 	}
 	return s
-}
-
-func resolverAddr(addr string) string {
-	if _, _, err := net.SplitHostPort(addr); err == nil {
-		return addr
-	}
-	return net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]"), "53")
 }
 
 func seconds(d time.Duration) uint32 {
