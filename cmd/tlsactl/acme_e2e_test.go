@@ -327,11 +327,19 @@ type acmeCert struct {
 	leaf, issuer                   *x509.Certificate
 }
 
+// loadACMECert loads what lego stored for domain under dir.
 func loadACMECert(t *testing.T, dir, domain string) acmeCert {
 	t.Helper()
 	base := filepath.Join(dir, "certificates", domain)
-	c := acmeCert{chainPath: base + ".crt", keyPath: base + ".key", issuerPath: base + ".issuer.crt"}
-	b, err := os.ReadFile(c.chainPath)
+	return loadPEMCert(t, base+".crt", base+".key", base+".issuer.crt")
+}
+
+// loadPEMCert reads a full chain (leaf + issuer) and names its key and
+// issuer files.
+func loadPEMCert(t *testing.T, chainPath, keyPath, issuerPath string) acmeCert {
+	t.Helper()
+	c := acmeCert{chainPath: chainPath, keyPath: keyPath, issuerPath: issuerPath}
+	b, err := os.ReadFile(chainPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,11 +352,11 @@ func loadACMECert(t *testing.T, dir, domain string) acmeCert {
 		certs = append(certs, x)
 	}
 	if len(certs) != 2 {
-		t.Fatalf("%s: %d certificates, want leaf + issuer", c.chainPath, len(certs))
+		t.Fatalf("%s: %d certificates, want leaf + issuer", chainPath, len(certs))
 	}
 	c.leaf, c.issuer = certs[0], certs[1]
 	if err := c.leaf.CheckSignatureFrom(c.issuer); err != nil {
-		t.Fatalf("%s: the leaf is not signed by the bundled issuer: %v", c.chainPath, err)
+		t.Fatalf("%s: the leaf is not signed by the bundled issuer: %v", chainPath, err)
 	}
 	return c
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -21,15 +20,8 @@ const minimalTags = "nohosted,noacme,nopostgres"
 // naming what it left out is refused with a message saying which tag did it.
 func TestMinimalBuild(t *testing.T) {
 	t.Parallel()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
+	bin := buildTlsactlTags(t, minimalTags)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "tlsactl")
-	if b, err := exec.Command(goBin, "build", "-tags", minimalTags, "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build -tags %s: %v\n%s", minimalTags, err, b)
-	}
 
 	bi, err := buildinfo.ReadFile(bin)
 	if err != nil {

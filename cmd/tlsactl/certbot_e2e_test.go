@@ -160,33 +160,6 @@ func (cb *certbotBed) assertRenewalConf(t *testing.T, name string, lines ...stri
 	}
 }
 
-// loadPEMCert reads a full chain (leaf + issuer) and names its key and
-// issuer files.
-func loadPEMCert(t *testing.T, chainPath, keyPath, issuerPath string) acmeCert {
-	t.Helper()
-	c := acmeCert{chainPath: chainPath, keyPath: keyPath, issuerPath: issuerPath}
-	b, err := os.ReadFile(chainPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var certs []*x509.Certificate
-	for blk, rest := pem.Decode(b); blk != nil; blk, rest = pem.Decode(rest) {
-		x, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			t.Fatal(err)
-		}
-		certs = append(certs, x)
-	}
-	if len(certs) != 2 {
-		t.Fatalf("%s: %d certificates, want leaf + issuer", chainPath, len(certs))
-	}
-	c.leaf, c.issuer = certs[0], certs[1]
-	if err := c.leaf.CheckSignatureFrom(c.issuer); err != nil {
-		t.Fatalf("%s: the leaf is not signed by the bundled issuer: %v", chainPath, err)
-	}
-	return c
-}
-
 // hookReport is what certbot printed about its deploy hook: whether it
 // reported one at all (certbot prints a hook's output and a non-zero exit
 // code; tlsactl's hook always prints a line) and the exit code (0 when none

@@ -41,14 +41,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/tlsactl/tlsactl/internal/dnsx"
 	"github.com/tlsactl/tlsactl/internal/testbed"
 	"github.com/tlsactl/tlsactl/rollover"
 	"github.com/tlsactl/tlsactl/tlsa"
@@ -138,34 +136,9 @@ func newFleetBed(t *testing.T, o fleetOpts) *fleetBed {
 	for _, z := range flZones {
 		zones = append(zones, testbed.Zone{Name: z, Signed: true, Records: recs[z]})
 	}
-	// The generated NS set of each zone is "ns A 127.0.0.1" (port 53, where
-	// nothing listens): auth_port makes tlsactl reach this Knot there.
-	knot := testbed.NewKnot(t, testbed.KnotConfig{Zones: zones})
-	var stubs []testbed.StubZone
-	for _, z := range flZones {
-		ds, err := knot.DS(ctx, z)
-		if err != nil {
-			t.Fatal(err)
-		}
-		stubs = append(stubs, testbed.StubZone{Name: z, Addr: knot.Addr, TrustAnchor: ds})
-	}
-	own := testbed.NewUnbound(t, testbed.UnboundConfig{Stubs: stubs}) // cache-max-ttl 1 s
-	senders := testbed.NewUnbound(t, testbed.UnboundConfig{Stubs: stubs, CacheMaxTTL: 86400, IP: testbed.RandomLoopbackIP(), Port53: true})
-	_, port, _ := strings.Cut(knot.Addr, ":")
-	sf := &sfBed{ctx: ctx, zone: flZones[0], knot: knot, own: own, senders: senders,
-		sres:    &dnsx.Resolver{Addr: senders.Addr, Timeout: 3 * time.Second},
-		keyFile: filepath.Join(t.TempDir(), "tsig.key"), postfix: testbed.Require(t, "postfix", "postfix")}
-	sf.knotPort, _ = strconv.Atoi(port)
-	if err := knot.Key.WriteBINDKeyFile(sf.keyFile); err != nil {
-		t.Fatal(err)
-	}
+	sf := startSfBed(t, ctx, zones)
+	knot, own, senders := sf.knot, sf.own, sf.senders
 	f.sf = sf
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("knotd log:\n%s", roTail(knot.Log(), 3000))
-		}
-	})
-	sf.bin = buildTlsactl(t)
 	store, err := rollover.NewFileStore(f.stateDir)
 	if err != nil {
 		t.Fatal(err)

@@ -110,17 +110,25 @@ func (b *roBed) knotPort() int {
 	return p
 }
 
-// buildTlsactl builds the tlsactl binary into a temporary directory.
+// buildTlsactl builds the tlsactl binary with failpoints into a temporary
+// directory.
 func buildTlsactl(t *testing.T) string {
+	t.Helper()
+	return buildTlsactlTags(t, "failpoints")
+}
+
+// buildTlsactlTags builds the tlsactl binary with the build tags (comma
+// separated) into a temporary directory of t's and returns its path.
+func buildTlsactlTags(t *testing.T, tags string) string {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
 	out := filepath.Join(t.TempDir(), "tlsactl")
-	cmd := exec.Command(goBin, "build", "-tags", "failpoints", "-o", out, ".")
+	cmd := exec.Command(goBin, "build", "-tags", tags, "-o", out, ".")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
+		t.Fatalf("go build -tags %s: %v\n%s", tags, err, b)
 	}
 	return out
 }

@@ -90,14 +90,27 @@ func newSfBed(t *testing.T, zone string, labels ...string) *sfBed {
 	for _, l := range labels {
 		recs = append(recs, l+" 60 IN A 127.0.0.1")
 	}
+	b := startSfBed(t, ctx, []testbed.Zone{{Name: zone, Signed: true, Records: recs}})
+	t.Logf("bed: Knot %s, tlsactl's Unbound %s, senders' Unbound %s (port 53 on %s)", b.knot.Addr, b.own.Addr, b.senders.Addr, b.senders.Port53IP)
+	return b
+}
+
+// startSfBed starts Knot serving zones (the first is sfBed.zone), tlsactl's
+// Unbound and the senders' Unbound with the zones' trust anchors, writes
+// the TSIG key file and builds tlsactl.
+func startSfBed(t *testing.T, ctx context.Context, zones []testbed.Zone) *sfBed {
+	t.Helper()
 	// The generated NS set is "ns" A 127.0.0.1 (port 53, where nothing
 	// listens): the configuration's auth_port makes it reach this Knot.
-	knot := testbed.NewKnot(t, testbed.KnotConfig{Zones: []testbed.Zone{{Name: zone, Signed: true, Records: recs}}})
-	ds, err := knot.DS(ctx, zone)
-	if err != nil {
-		t.Fatal(err)
+	knot := testbed.NewKnot(t, testbed.KnotConfig{Zones: zones})
+	var stubs []testbed.StubZone
+	for _, z := range zones {
+		ds, err := knot.DS(ctx, z.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stubs = append(stubs, testbed.StubZone{Name: z.Name, Addr: knot.Addr, TrustAnchor: ds})
 	}
-	stubs := []testbed.StubZone{{Name: zone, Addr: knot.Addr, TrustAnchor: ds}}
 	own := testbed.NewUnbound(t, testbed.UnboundConfig{Stubs: stubs}) // cache-max-ttl 1 s
 	senders := testbed.NewUnbound(t, testbed.UnboundConfig{
 		Stubs:       stubs,
@@ -106,13 +119,10 @@ func newSfBed(t *testing.T, zone string, labels ...string) *sfBed {
 		Port53:      true, // for posttls-finger (libc resolver)
 	})
 	_, port, _ := strings.Cut(knot.Addr, ":")
-	b := &sfBed{ctx: ctx, zone: dns.Fqdn(zone), knot: knot, own: own, senders: senders,
+	b := &sfBed{ctx: ctx, zone: dns.Fqdn(zones[0].Name), knot: knot, own: own, senders: senders,
 		sres:    &dnsx.Resolver{Addr: senders.Addr, Timeout: 3 * time.Second},
-		keyFile: filepath.Join(t.TempDir(), "tsig.key"), postfix: testbed.Require(t, "postfix", "postfix")}
+		keyFile: knot.Key.KeyFile(t), postfix: testbed.Require(t, "postfix", "postfix")}
 	b.knotPort, _ = strconv.Atoi(port)
-	if err := knot.Key.WriteBINDKeyFile(b.keyFile); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("knotd log:\n%s", roTail(knot.Log(), 3000))
@@ -120,7 +130,6 @@ func newSfBed(t *testing.T, zone string, labels ...string) *sfBed {
 		}
 	})
 	b.bin = buildTlsactl(t)
-	t.Logf("bed: Knot %s, tlsactl's Unbound %s, senders' Unbound %s (port 53 on %s)", knot.Addr, own.Addr, senders.Addr, senders.Port53IP)
 	return b
 }
 

@@ -11,11 +11,6 @@ import (
 	"github.com/tlsactl/tlsactl/internal/testbed"
 )
 
-const (
-	pebbleEABKID  = testbed.PebbleEABKID
-	pebbleEABHMAC = testbed.PebbleEABHMAC
-)
-
 // TestRegisterEAB against a real Pebble that requires External Account
 // Binding (its EAB test configuration).
 func TestRegisterEAB(t *testing.T) {
@@ -31,7 +26,7 @@ func TestRegisterEAB(t *testing.T) {
 	// A wrong HMAC key is refused by the CA; nothing is stored as
 	// registered, and the key is not in the error.
 	wrong := "b10lLJs8l1GPIzsLP0s6pMt8O0XVGnfTaCeROxQM0BIt2XrJMDHJZBM5NuQmQJQH"
-	if reg, err := RegisterEAB(ctx, o, pebbleEABKID, wrong); err == nil || reg {
+	if reg, err := RegisterEAB(ctx, o, testbed.PebbleEABKID, wrong); err == nil || reg {
 		t.Fatalf("a wrong HMAC key: registered %v, %v", reg, err)
 	} else if strings.Contains(err.Error(), wrong) {
 		t.Errorf("the error shows the HMAC key: %v", err)
@@ -40,7 +35,7 @@ func TestRegisterEAB(t *testing.T) {
 		t.Errorf("a failed registration left %s: %v", accountJSONFile, err)
 	}
 
-	reg, err := RegisterEAB(ctx, o, pebbleEABKID, pebbleEABHMAC)
+	reg, err := RegisterEAB(ctx, o, testbed.PebbleEABKID, testbed.PebbleEABHMAC)
 	if err != nil || !reg {
 		t.Fatalf("RegisterEAB: %v, %v", reg, err)
 	}
@@ -53,10 +48,10 @@ func TestRegisterEAB(t *testing.T) {
 		t.Errorf("account key: %v, %v; want mode 0600", fi, err)
 	}
 	// Registered already: nothing is sent again (Obtain uses the account).
-	if reg, err := RegisterEAB(ctx, o, pebbleEABKID, pebbleEABHMAC); err != nil || reg {
+	if reg, err := RegisterEAB(ctx, o, testbed.PebbleEABKID, testbed.PebbleEABHMAC); err != nil || reg {
 		t.Errorf("second RegisterEAB: %v, %v; want false, nil", reg, err)
 	}
-	if _, err := RegisterEAB(ctx, o, "", pebbleEABHMAC); err == nil {
+	if _, err := RegisterEAB(ctx, o, "", testbed.PebbleEABHMAC); err == nil {
 		t.Errorf("an empty key ID was accepted")
 	}
 }

@@ -22,8 +22,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/emersion/go-smtp"
 )
 
 // FleetAddrs returns n addresses 127.25.R.1 … 127.25.R.n of a random /24 R
@@ -69,9 +67,8 @@ type FileSMTPServer struct {
 	KeyFile, ChainFile string
 
 	reloads atomic.Int64
-	cert    atomic.Pointer[tls.Certificate]
-	ln, ctl net.Listener
-	srv     *smtp.Server
+	smtp    *SMTPServer
+	ctl     net.Listener
 	bash    string
 	wg      sync.WaitGroup
 	once    sync.Once
@@ -90,29 +87,19 @@ func StartFileSMTPServer(addr, hostname, keyFile, chainFile string) (*FileSMTPSe
 		return nil, err
 	}
 	s := &FileSMTPServer{KeyFile: keyFile, ChainFile: chainFile, bash: bash}
-	if err := s.Reload(); err != nil {
+	cert, err := s.load()
+	if err != nil {
 		return nil, err
 	}
-	s.reloads.Store(0)
-	if s.ln, err = net.Listen("tcp4", addr); err != nil {
+	if s.smtp, err = startSMTPServer(addr, hostname, SMTPStartTLS, cert); err != nil {
 		return nil, err
 	}
 	if s.ctl, err = net.Listen("tcp4", net.JoinHostPort(ip, "0")); err != nil {
-		s.ln.Close()
+		_ = s.smtp.Close()
 		return nil, err
 	}
-	s.Addr, s.ControlAddr = s.ln.Addr().String(), s.ctl.Addr().String()
-	be := smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return discardSession{}, nil })
-	s.srv = smtp.NewServer(be)
-	s.srv.Domain = hostname
-	s.srv.ReadTimeout = 30 * time.Second
-	s.srv.WriteTimeout = 30 * time.Second
-	s.srv.TLSConfig = &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil },
-	}
-	s.wg.Add(2)
-	go func() { defer s.wg.Done(); _ = s.srv.Serve(s.ln) }()
+	s.Addr, s.ControlAddr = s.smtp.Addr, s.ctl.Addr().String()
+	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.serveControl() }()
 	return s, nil
 }
@@ -133,13 +120,22 @@ func NewFileSMTPServer(tb testing.TB, addr, hostname, keyFile, chainFile string)
 // Reload reads the key and chain files again and serves them from the next
 // handshake on; on error the previous certificate stays.
 func (s *FileSMTPServer) Reload() error {
-	c, err := tls.LoadX509KeyPair(s.ChainFile, s.KeyFile)
+	c, err := s.load()
 	if err != nil {
-		return fmt.Errorf("testbed: reload %s, %s: %w", s.ChainFile, s.KeyFile, err)
+		return err
 	}
-	s.cert.Store(&c)
+	s.smtp.SetCertificate(*c)
 	s.reloads.Add(1)
 	return nil
+}
+
+// load reads the key and chain files.
+func (s *FileSMTPServer) load() (*tls.Certificate, error) {
+	c, err := tls.LoadX509KeyPair(s.ChainFile, s.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("testbed: reload %s, %s: %w", s.ChainFile, s.KeyFile, err)
+	}
+	return &c, nil
 }
 
 // Reloads counts the successful reloads since start.
@@ -178,7 +174,7 @@ func (s *FileSMTPServer) serveControl() {
 func (s *FileSMTPServer) Close() error {
 	s.once.Do(func() {
 		_ = s.ctl.Close()
-		_ = s.srv.Close()
+		_ = s.smtp.Close()
 		s.wg.Wait()
 	})
 	return nil

@@ -44,10 +44,16 @@ type SMTPServer struct {
 // StartSMTPServer starts the server. cert is what STARTTLS serves (ignored,
 // and may be nil, unless mode is SMTPStartTLS).
 func StartSMTPServer(mode SMTPMode, cert *tls.Certificate) (*SMTPServer, error) {
+	return startSMTPServer("127.0.0.1:0", "mail.example.test", mode, cert)
+}
+
+// startSMTPServer is StartSMTPServer on addr ("ip:port") with the EHLO name
+// domain.
+func startSMTPServer(addr, domain string, mode SMTPMode, cert *tls.Certificate) (*SMTPServer, error) {
 	if mode == SMTPStartTLS && cert == nil {
 		return nil, errors.New("testbed: SMTPStartTLS needs a certificate")
 	}
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	ln, err := net.Listen("tcp4", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +67,7 @@ func StartSMTPServer(mode SMTPMode, cert *tls.Certificate) (*SMTPServer, error) 
 	}
 	be := smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return discardSession{}, nil })
 	s.srv = smtp.NewServer(be)
-	s.srv.Domain = "mail.example.test"
+	s.srv.Domain = domain
 	s.srv.ReadTimeout = 30 * time.Second
 	s.srv.WriteTimeout = 30 * time.Second
 	if mode == SMTPStartTLS {

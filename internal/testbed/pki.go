@@ -152,21 +152,16 @@ func NewChain(opts ChainOptions) (*Chain, error) {
 	if len(names) == 0 {
 		names = []string{"mail.example.test"}
 	}
+	nb, na := window(now, Validity{NotBefore: opts.NotBefore, NotAfter: opts.NotAfter}, -time.Hour, 90*24*time.Hour)
 	tmpl := &x509.Certificate{
 		Subject:     pkix.Name{CommonName: names[0]},
-		NotBefore:   opts.NotBefore,
-		NotAfter:    opts.NotAfter,
+		NotBefore:   nb,
+		NotAfter:    na,
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
 	if _, ok := leafKey.(*rsa.PrivateKey); ok {
 		tmpl.KeyUsage |= x509.KeyUsageKeyEncipherment
-	}
-	if tmpl.NotBefore.IsZero() {
-		tmpl.NotBefore = now.Add(-time.Hour)
-	}
-	if tmpl.NotAfter.IsZero() {
-		tmpl.NotAfter = now.Add(90 * 24 * time.Hour)
 	}
 	for _, n := range names {
 		if ip := net.ParseIP(n); ip != nil {
