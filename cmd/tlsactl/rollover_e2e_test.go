@@ -117,20 +117,67 @@ func buildTlsactl(t *testing.T) string {
 	return buildTlsactlTags(t, "failpoints")
 }
 
-// buildTlsactlTags builds the tlsactl binary with the build tags (comma
-// separated) into a temporary directory of t's and returns its path.
+// builds holds the binaries the tests built, one per set of build tags,
+// in one directory that TestMain removes after the tests: every e2e test of
+// the package runs the same binary instead of building its own.
+var builds struct {
+	mu   sync.Mutex
+	dir  string
+	bins map[string]*builtBinary
+}
+
+type builtBinary struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// buildTlsactlTags returns the tlsactl binary built with the build tags
+// (comma separated), building it on first use.
 func buildTlsactlTags(t *testing.T, tags string) string {
 	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	builds.mu.Lock()
+	if builds.bins == nil {
+		builds.bins = map[string]*builtBinary{}
 	}
-	out := filepath.Join(t.TempDir(), "tlsactl")
-	cmd := exec.Command(goBin, "build", "-tags", tags, "-o", out, ".")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build -tags %s: %v\n%s", tags, err, b)
+	if builds.dir == "" {
+		dir, err := os.MkdirTemp("", "tlsactl-test-bin-")
+		if err != nil {
+			builds.mu.Unlock()
+			t.Fatal(err)
+		}
+		builds.dir = dir
 	}
-	return out
+	b := builds.bins[tags]
+	if b == nil {
+		b = &builtBinary{}
+		builds.bins[tags] = b
+	}
+	dir := builds.dir
+	builds.mu.Unlock()
+	b.once.Do(func() {
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		}
+		b.path = filepath.Join(dir, "tlsactl-"+strings.NewReplacer(",", "-", " ", "-").Replace(tags))
+		if out, err := exec.Command(goBin, "build", "-tags", tags, "-o", b.path, ".").CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build -tags %s: %v\n%s", tags, err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
+
+// removeBuilds deletes the binaries buildTlsactlTags made.
+func removeBuilds() {
+	builds.mu.Lock()
+	defer builds.mu.Unlock()
+	if builds.dir != "" {
+		os.RemoveAll(builds.dir)
+	}
 }
 
 // roCfg is what the test varies in the configuration file.

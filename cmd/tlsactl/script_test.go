@@ -11,11 +11,20 @@ import (
 
 // TestMain lets testscript run this test binary as the "tlsactl" command.
 func TestMain(m *testing.M) {
-	testscript.Main(m, map[string]func(){
+	testscript.Main(cleanupM{m}, map[string]func(){
 		"tlsactl": func() {
 			os.Exit(run(context.Background(), os.Args, os.Stdin, os.Stdout, os.Stderr))
 		},
 	})
+}
+
+// cleanupM runs the tests, then removes the binaries they built.
+type cleanupM struct{ m *testing.M }
+
+func (c cleanupM) Run() int {
+	code := c.m.Run()
+	removeBuilds()
+	return code
 }
 
 // TestScript runs the golden CLI flows in testdata/script/*.txtar. The
