@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/tlsactl/tlsactl/internal/testbed"
 )
 
 // publicPackages are the packages other Go programs may import. Their
@@ -33,10 +35,7 @@ const controlPackage = "github.com/tlsactl/tlsactl/internal/targets"
 // import). It reads the packages' export data, as `go list -export` builds
 // it, with the standard library's importer.
 func TestPublicAPINoInternal(t *testing.T) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("go command not found:", err)
-	}
+	goBin := testbed.Require(t, "go", "golang-go") // under CI=true a failure, not a skip
 	args := append([]string{"list", "-export", "-deps", "-f", "{{.ImportPath}}\t{{.Export}}", controlPackage}, publicPackages...)
 	cmd := exec.Command(goBin, args...)
 	var stderr bytes.Buffer

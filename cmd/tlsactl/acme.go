@@ -261,13 +261,9 @@ func runACMERenew(c *cli.Context) error {
 		return nil
 	}
 
-	prov, err := providers.New(env.cfg.Provider.Name, providers.Settings{Values: env.cfg.Provider.Settings})
+	solver, err := env.dnsSolver(h, c.Duration(flagTXTTTL))
 	if err != nil {
 		return badInput(err)
-	}
-	solver := &acme.DNSSolver{
-		Provider: prov, Zone: h.Zone, Resolver: env.resolver, AuthServers: h.AuthServers, AuthPort: h.AuthPort,
-		TTL: c.Duration(flagTXTTTL), PropagationTimeout: 2 * time.Minute, Interval: 500 * time.Millisecond,
 	}
 	opts := acme.Options{
 		DirectoryURL: directory, Email: c.String(flagEmail), CAFile: c.String(flagCAFile), StateDir: env.store.Dir(),
@@ -342,6 +338,20 @@ func resolverHostPort(addr string) string {
 		return "[" + strings.Trim(addr, "[]") + "]:53"
 	}
 	return addr + ":53"
+}
+
+// dnsSolver is the DNS-01 solver for h: it writes the _acme-challenge TXT
+// record (TTL ttl) through the configured provider and waits until h's
+// authoritative servers serve it. It checks no ACME setting.
+func (env *rolloverEnv) dnsSolver(h *config.Host, ttl time.Duration) (*acme.DNSSolver, error) {
+	prov, err := providers.New(env.cfg.Provider.Name, providers.Settings{Values: env.cfg.Provider.Settings})
+	if err != nil {
+		return nil, err
+	}
+	return &acme.DNSSolver{
+		Provider: prov, Zone: h.Zone, Resolver: env.resolver, AuthServers: h.AuthServers, AuthPort: h.AuthPort,
+		TTL: ttl, PropagationTimeout: 2 * time.Minute, Interval: 500 * time.Millisecond,
+	}, nil
 }
 
 // eabCredentials returns the External Account Binding key ID and HMAC key

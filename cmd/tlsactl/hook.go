@@ -292,12 +292,8 @@ func runHookLego(c *cli.Context) error {
 		in.keyFrom = keyPath
 		// lego --csr sets the variable but writes no key file (or leaves
 		// an old one): then the next key is looked up.
-		if _, err := os.Stat(keyPath); !errors.Is(err, fs.ErrNotExist) {
-			b, err := readKeyInput(keyPath, nil)
-			if err != nil {
-				return badInput(fmt.Errorf("%s: %w", in.keyVar, err))
-			}
-			in.keyPEM = b
+		if err := in.readKey(); err != nil {
+			return badInput(fmt.Errorf("%s: %w", in.keyVar, err))
 		}
 	}
 	return runHook(c, in)
@@ -320,14 +316,25 @@ func runHookCertbot(c *cli.Context) error {
 	// certbot certonly --csr writes no key (and runs no deploy hook): the
 	// directory of its --fullchain-path is handed over by hand, and the key
 	// is the next key of 'tlsactl key next'.
-	if _, err := os.Stat(in.keyFrom); !errors.Is(err, fs.ErrNotExist) {
-		b, err := readKeyInput(in.keyFrom, nil)
-		if err != nil {
-			return badInput(err)
-		}
-		in.keyPEM = b
+	if err := in.readKey(); err != nil {
+		return badInput(err)
 	}
 	return runHook(c, in)
+}
+
+// readKey reads the key file keyFrom into keyPEM. A file that does not
+// exist (lego or certbot --csr writes none) leaves keyPEM nil: material
+// then looks for the next key.
+func (in *hookInput) readKey() error {
+	if _, err := os.Stat(in.keyFrom); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	b, err := readKeyInput(in.keyFrom, nil)
+	if err != nil {
+		return err
+	}
+	in.keyPEM = b
+	return nil
 }
 
 // addCerts appends the certificates of a PEM file, skipping duplicates.

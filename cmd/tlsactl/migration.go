@@ -581,34 +581,22 @@ func runMigrationRun(c *cli.Context) error {
 	}
 	for {
 		pass, err := advanceMigrations(ctx, c, env, names, true)
-		switch {
-		case err != nil && c.Bool(flagWait) && errors.Is(err, errStateStore) && ctx.Err() == nil:
-			// The database is away (a restart, a network cut): this
-			// pass ends, the next one retries, as a standby would.
-			fmt.Fprintf(c.App.ErrWriter, "tlsactl: %s; retrying in %s\n", oneLine(err.Error()), storeRetry)
-			pass = &migrationPass{errors: 1, next: time.Now().Add(storeRetry)}
-		case err != nil:
+		away := storeAwayPass(ctx, c, err)
+		if away != nil {
+			pass = away
+		} else if err != nil {
 			return badInput(err)
 		}
-		if p := c.String(flagMetricsFile); p != "" && err == nil {
-			if err := writeMigrationMetrics(p, pass.all, time.Now()); err != nil {
-				return &exitError{code: exitRolloverError, err: fmt.Errorf("--metrics-file: %w", err)}
-			}
+		if err := writePassMetrics(c, pass, away != nil); err != nil {
+			return err
 		}
-		if len(pass.all) == 0 && err == nil {
+		if len(pass.all) == 0 && away == nil {
 			fmt.Fprintln(c.App.Writer, "no migrations (tlsactl migration start FILE stores one)")
 		}
 		if !c.Bool(flagWait) || (pass.next.IsZero() && pass.errors == 0 && pass.skipped == 0) {
 			return pass.verdict()
 		}
-		wait := time.Until(pass.next)
-		switch {
-		case pass.skipped > 0 && (pass.next.IsZero() || wait > storeRetry):
-			wait = storeRetry // another runner's pass: look again soon (the lock waits too)
-		case pass.next.IsZero() || wait > 30*time.Second && pass.errors > 0:
-			wait = 5 * time.Second // retry a failed pass
-		}
-		if err := sleepCtx(ctx, wait); err != nil {
+		if err := sleepCtx(ctx, nextWait(pass.next, pass.errors, pass.skipped)); err != nil {
 			return &exitError{code: exitRolloverError, err: fmt.Errorf("--wait: %w before every migration finished", err)}
 		}
 	}
@@ -617,6 +605,48 @@ func runMigrationRun(c *cli.Context) error {
 // storeRetry is how soon a --wait loop looks again after the store could
 // not be read, or after another runner held a migration's lease.
 const storeRetry = time.Second
+
+// storeAwayPass stands for a pass of advanceMigrations that failed with
+// err: when the state store is away for a moment (a database restart, a
+// network cut) in a --wait loop that still runs, it says so on stderr and
+// returns a failed pass that the loop retries after storeRetry, as a
+// standby would. Any other err (or none, or no --wait) gives nil.
+func storeAwayPass(ctx context.Context, c *cli.Context, err error) *migrationPass {
+	if err == nil || !c.Bool(flagWait) || !errors.Is(err, errStateStore) || ctx.Err() != nil {
+		return nil
+	}
+	fmt.Fprintf(c.App.ErrWriter, "tlsactl: %s; retrying in %s\n", oneLine(err.Error()), storeRetry)
+	return &migrationPass{busy: map[string]string{}, errors: 1, next: time.Now().Add(storeRetry)}
+}
+
+// writePassMetrics writes --metrics-file (when given) from the pass's
+// migrations; not after a pass that could not read the store (away), which
+// would replace the last good exposition with an empty one.
+func writePassMetrics(c *cli.Context, pass *migrationPass, away bool) error {
+	p := c.String(flagMetricsFile)
+	if p == "" || away {
+		return nil
+	}
+	if err := writeMigrationMetrics(p, pass.all, time.Now()); err != nil {
+		return &exitError{code: exitRolloverError, err: fmt.Errorf("--metrics-file: %w", err)}
+	}
+	return nil
+}
+
+// nextWait is how long a --wait loop sleeps before its next pass: until
+// next; soon (storeRetry) while another runner advances a migration (its
+// lease; the lock waits too); 5 s to retry a failure, or when nothing is
+// due.
+func nextWait(next time.Time, failed, skipped int) time.Duration {
+	wait := time.Until(next)
+	switch {
+	case skipped > 0 && (next.IsZero() || wait > storeRetry):
+		return storeRetry
+	case next.IsZero() || wait > 30*time.Second && failed > 0:
+		return 5 * time.Second
+	}
+	return wait
+}
 
 // verdict is the error a run ends with: the migrations that halted, the
 // hosts held (each needs the operator: fix it, then resume, or abort), or
@@ -685,25 +715,30 @@ func runMigrationStatus(c *cli.Context) error {
 	if err != nil {
 		return badInput(err)
 	}
-	names, err := env.store.ListMigrations()
-	if err != nil {
-		return badInput(err)
-	}
 	now := time.Now()
+	name := c.Args().First()
 	var all []*rollover.Migration
-	for _, n := range names {
-		m, err := env.store.LoadMigration(n)
+	if p := c.String(flagMetricsFile); p != "" || name == "" {
+		// Every migration: for the list, and for the metrics (which
+		// cover them all even when one NAME is shown).
+		names, err := env.store.ListMigrations()
 		if err != nil {
 			return badInput(err)
 		}
-		all = append(all, m)
-	}
-	if p := c.String(flagMetricsFile); p != "" {
-		if err := writeMigrationMetrics(p, all, now); err != nil {
-			return &exitError{code: exitRolloverError, err: fmt.Errorf("--metrics-file: %w", err)}
+		for _, n := range names {
+			m, err := env.store.LoadMigration(n)
+			if err != nil {
+				return badInput(err)
+			}
+			all = append(all, m)
+		}
+		if p != "" {
+			if err := writeMigrationMetrics(p, all, now); err != nil {
+				return &exitError{code: exitRolloverError, err: fmt.Errorf("--metrics-file: %w", err)}
+			}
 		}
 	}
-	if name := c.Args().First(); name != "" {
+	if name != "" {
 		m, err := loadStoredMigration(env, name)
 		if err != nil {
 			return badInput(err)

@@ -3,7 +3,7 @@
 package main
 
 // The embedded-ACME certificate source of a migration (source kind "acme").
-// A build with -tags noacme has migration_acme_off.go instead.
+// A build with -tags noacme has acme_off.go instead.
 
 import (
 	"context"
@@ -16,7 +16,6 @@ import (
 	"github.com/tlsactl/tlsactl/internal/acme"
 	"github.com/tlsactl/tlsactl/internal/config"
 	"github.com/tlsactl/tlsactl/internal/safefile"
-	"github.com/tlsactl/tlsactl/providers"
 	"github.com/tlsactl/tlsactl/rollover"
 )
 
@@ -57,13 +56,9 @@ func (a *acmeSource) Fetch(ctx context.Context, host string) (*rollover.Material
 	if env.cfg.Provider.Name == "" {
 		return nil, errors.New("the configuration has no [provider]: DNS-01 writes the _acme-challenge TXT record through it")
 	}
-	prov, err := providers.New(env.cfg.Provider.Name, providers.Settings{Values: env.cfg.Provider.Settings})
+	solver, err := env.dnsSolver(h, time.Minute)
 	if err != nil {
 		return nil, err
-	}
-	solver := &acme.DNSSolver{
-		Provider: prov, Zone: h.Zone, Resolver: env.resolver, AuthServers: h.AuthServers, AuthPort: h.AuthPort,
-		TTL: time.Minute, PropagationTimeout: 2 * time.Minute, Interval: 500 * time.Millisecond,
 	}
 	opts := acme.Options{
 		DirectoryURL: a.src.Directory, Email: a.src.Email, CAFile: a.src.CAFile, StateDir: env.store.Dir(),

@@ -7,15 +7,9 @@ package main
 // migration_e2e_test.go.
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,58 +22,29 @@ import (
 
 	"github.com/tlsactl/tlsactl/internal/config"
 	"github.com/tlsactl/tlsactl/internal/safefile"
+	"github.com/tlsactl/tlsactl/internal/testbed"
 	"github.com/tlsactl/tlsactl/rollover"
 )
 
-// migPKI is a CA and, per host, a leaf it signed with its key, in PEM.
+// migPKI is a migration's new CA (the intermediate of a testbed chain),
+// which issues each host's leaf.
 type migPKI struct {
+	chain *testbed.Chain
 	caPEM []byte
 	ca    *x509.Certificate
-	key   *ecdsa.PrivateKey
 }
 
-func newMigPKI(t testing.TB, cn string) *migPKI {
+func newMigPKI(t testing.TB) *migPKI {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour),
-		BasicConstraintsValid: true, IsCA: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(der)
-	return &migPKI{caPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), ca: ca, key: key}
+	c := testbed.MustChain(t, testbed.ChainOptions{})
+	return &migPKI{chain: c, caPEM: c.Intermediate.PEM, ca: c.Intermediate.Cert}
 }
 
 // leaf returns a chain (leaf, then the CA) for host and the leaf's key.
 func (p *migPKI) leaf(t testing.TB, host string) (chain, keyPEM []byte) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(90 * 24 * time.Hour),
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain = append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), p.caPEM...)
-	return chain, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: k})
+	c := testbed.MustChain(t, testbed.ChainOptions{DNSNames: []string{host}, Reuse: p.chain})
+	return c.FullChainPEM(), c.Leaf.KeyPEM
 }
 
 // migBed is a configuration (no servers: the resolver and the provider are
@@ -93,7 +58,7 @@ type migBed struct {
 func newMigBed(t *testing.T) *migBed {
 	t.Helper()
 	d := t.TempDir()
-	b := &migBed{dir: d, cfg: filepath.Join(d, "tlsactl.toml"), file: filepath.Join(d, "fleet.toml"), state: filepath.Join(d, "state"), pki: newMigPKI(t, "New Issuing CA")}
+	b := &migBed{dir: d, cfg: filepath.Join(d, "tlsactl.toml"), file: filepath.Join(d, "fleet.toml"), state: filepath.Join(d, "state"), pki: newMigPKI(t)}
 	for _, sub := range []string{"ca", "incoming", "state"} {
 		if err := os.Mkdir(filepath.Join(d, sub), 0o700); err != nil {
 			t.Fatal(err)
@@ -459,8 +424,8 @@ func TestMigrationStartJSON(t *testing.T) {
 }
 
 func TestMigrationDirSource(t *testing.T) {
-	p := newMigPKI(t, "New Issuing CA")
-	other := newMigPKI(t, "Some Other CA")
+	p := newMigPKI(t)
+	other := newMigPKI(t)
 	dir := t.TempDir()
 	now := time.Now()
 	src := &dirSource{dir: dir, cas: []*x509.Certificate{p.ca}, now: func() time.Time { return now }, settle: dirSettle}
@@ -474,6 +439,8 @@ func TestMigrationDirSource(t *testing.T) {
 	end := strings.Index(string(otherChain), "-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----\n")
 	forged := append(append([]byte{}, otherChain[:end]...), p.caPEM...)
 	old := now.Add(-time.Hour)
+	// Cut inside the leaf (the CA's certificate may be the longer one).
+	half := chain[:strings.Index(string(chain), "-----END CERTIFICATE-----")/2]
 
 	put := func(c, k []byte, mtime time.Time) {
 		t.Helper()
@@ -499,12 +466,12 @@ func TestMigrationDirSource(t *testing.T) {
 		{"nothing yet", nil, nil, now, false, ""},
 		{"chain only", chain, nil, old, false, ""},
 		{"key only", nil, key, old, false, ""},
-		{"half-written chain", chain[:len(chain)/2], key, now, false, ""},
+		{"half-written chain", half, key, now, false, ""},
 		{"half-written key", chain, key[:len(key)/2], now, false, ""},
 		{"leaf written, CA not yet", chain[:strings.Index(string(chain), "-----END CERTIFICATE-----")+26], key, now, false, ""},
 		{"wrong key, fresh", chain, otherKey, now, false, ""},
 		{"wrong key, settled", chain, otherKey, old, false, "the key does not belong to the certificate"},
-		{"half-written, settled", chain[:len(chain)/2], key, old, false, "the chain does not parse"},
+		{"half-written, settled", half, key, old, false, "the chain does not parse"},
 		{"other CA, settled", otherChain, otherChainKey, old, false, "does not include a certificate of the migration's new CA set"},
 		{"other name, settled", wrongName, wrongNameKey, old, false, "not valid for mx1.example.nl"},
 		{"key and chain swapped, settled", key, chain, old, false, "must hold the certificate chain only"},
@@ -557,7 +524,7 @@ func TestMigrationDirSource(t *testing.T) {
 
 // TestMigrationCertSource: the source is built from the stored spec.
 func TestMigrationCertSource(t *testing.T) {
-	p := newMigPKI(t, "New Issuing CA")
+	p := newMigPKI(t)
 	env := &rolloverEnv{}
 	for _, tc := range []struct {
 		source map[string]string
@@ -745,7 +712,7 @@ func TestMigrationFormatting(t *testing.T) {
 			Current: []string{"3 1 1 aaaa", "2 1 1 bbbb"}, Publish: []string{"2 1 1 cccc"}, Retire: []string{"2 1 1 bbbb"},
 		}, {Host: "mx2.example.nl.", Error: "another renew rollover is under way"}},
 	}
-	m := &config.Migration{Name: "pkio-2027", NewCA: []*x509.Certificate{newMigPKI(t, "New CA").ca}, Margin: time.Minute, MaxParallel: 1, DeployEstimate: time.Minute}
+	m := &config.Migration{Name: "pkio-2027", NewCA: []*x509.Certificate{newMigPKI(t).ca}, Margin: time.Minute, MaxParallel: 1, DeployEstimate: time.Minute}
 	got := formatPlan(p, m, time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC))
 	for _, want := range []string{
 		"migration pkio-2027 (dry run; nothing changed): 2 hosts",

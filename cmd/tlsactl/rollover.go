@@ -576,20 +576,17 @@ func runRolloverRun(c *cli.Context) error {
 		// Fleet migrations first (migration.go): each advances its own
 		// hosts within its schedule, so the loop below leaves them alone.
 		pass, err := advanceMigrations(ctx, c, env, nil, !explicit)
-		storeDown := err != nil && c.Bool(flagWait) && errors.Is(err, errStateStore) && ctx.Err() == nil
+		away := storeAwayPass(ctx, c, err)
+		storeDown := away != nil
 		if storeDown {
-			// The database is away for a moment: retry, as a standby would.
-			fmt.Fprintf(c.App.ErrWriter, "tlsactl: %s; retrying in %s\n", oneLine(err.Error()), storeRetry)
-			pass = &migrationPass{busy: map[string]string{}, errors: 1, next: time.Now().Add(storeRetry)}
+			pass = away
 		} else if err != nil {
 			return badInput(err)
 		}
 		failed += pass.errors
 		next = pass.next
-		if p := c.String(flagMetricsFile); p != "" {
-			if err := writeMigrationMetrics(p, pass.all, time.Now()); err != nil {
-				return &exitError{code: exitRolloverError, err: fmt.Errorf("--metrics-file: %w", err)}
-			}
+		if err := writePassMetrics(c, pass, storeDown); err != nil {
+			return err
 		}
 		for _, h := range hosts {
 			if storeDown {
@@ -643,22 +640,8 @@ func runRolloverRun(c *cli.Context) error {
 			}
 			return nil
 		}
-		wait := time.Until(next)
-		switch {
-		case pass.skipped > 0 && (next.IsZero() || wait > storeRetry):
-			wait = storeRetry // another runner advances a migration: look again soon
-		case next.IsZero() || wait > 30*time.Second && failed > 0:
-			wait = 5 * time.Second // retry a failed step
-		}
-		if wait < 0 {
-			wait = 0
-		}
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return &exitError{code: exitRolloverError, err: fmt.Errorf("--wait: %w before every rollover finished", ctx.Err())}
-		case <-timer.C:
+		if err := sleepCtx(ctx, nextWait(next, failed, pass.skipped)); err != nil {
+			return &exitError{code: exitRolloverError, err: fmt.Errorf("--wait: %w before every rollover finished", err)}
 		}
 	}
 }

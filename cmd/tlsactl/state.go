@@ -106,8 +106,7 @@ EXIT CODES:
 	}
 }
 
-// stateConfig is the configuration named by --config (nil when none), and
-// a spec for location with its database settings and the flags' overrides.
+// stateConfig is the configuration named by --config (nil when none).
 func stateConfig(c *cli.Context) (*config.Config, error) {
 	p := c.String(flagConfig)
 	if p == "" {
@@ -203,26 +202,26 @@ func runStateMigrate(c *cli.Context) error {
 	if err != nil {
 		return badInput(err)
 	}
-	dry := c.Bool(flagDryRun)
-	if dry && !config.IsPostgresURL(to) {
-		if _, err := os.Stat(to); errors.Is(err, os.ErrNotExist) {
-			// Not created by a dry run: a directory that does not exist
-			// is empty.
-			return stateMigrateDry(c, cfg, from, to, nil)
-		}
-	}
 	src, err := openStore(c.Context, stateSpec(c, cfg, from))
 	if err != nil {
 		return badInput(fmt.Errorf("--from: %w", err))
 	}
 	defer src.Close()
+	dry := c.Bool(flagDryRun)
+	if dry && !config.IsPostgresURL(to) {
+		if _, err := os.Stat(to); errors.Is(err, os.ErrNotExist) {
+			// Not created by a dry run: a directory that does not exist
+			// is empty.
+			return stateMigrateDry(c, src, to, nil)
+		}
+	}
 	dst, err := openStore(c.Context, stateSpec(c, cfg, to))
 	if err != nil {
 		return badInput(fmt.Errorf("--to: %w", err))
 	}
 	defer dst.Close()
 	if dry {
-		return stateMigrateDry(c, cfg, from, to, dst)
+		return stateMigrateDry(c, src, to, dst)
 	}
 	srcN, err := countStore(src)
 	if err != nil {
@@ -259,14 +258,9 @@ func refuseNonEmpty(dst *stateStore) error {
 	return nil
 }
 
-// stateMigrateDry counts the source and checks the destination (nil: a
-// directory that does not exist yet) without copying.
-func stateMigrateDry(c *cli.Context, cfg *config.Config, from, to string, dst *stateStore) error {
-	src, err := openStore(c.Context, stateSpec(c, cfg, from))
-	if err != nil {
-		return badInput(fmt.Errorf("--from: %w", err))
-	}
-	defer src.Close()
+// stateMigrateDry counts the source and checks the destination to (dst
+// nil: a directory that does not exist yet) without copying.
+func stateMigrateDry(c *cli.Context, src *stateStore, to string, dst *stateStore) error {
 	n, err := countStore(src)
 	if err != nil {
 		return badInput(fmt.Errorf("--from: %w", err))
