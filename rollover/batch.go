@@ -85,15 +85,16 @@ func (e *Engine) publishBatch(ctx context.Context, hosts []string, workers int) 
 	}
 	for _, k := range keys {
 		jobs := groups[k]
+		// Hosts sharing one owner: the first publishes; one that wants a
+		// different RRset there is retried on its own.
 		sets := map[string]RRSet{}
 		for _, j := range jobs {
-			sets[j.st.Owner] = j.rs
-		}
-		if len(sets) < len(jobs) { // hosts sharing one owner: one of them publishes
-			for _, j := range jobs[1:] {
-				if other := sets[j.st.Owner]; !sameSet(other.Records, j.rs.Records) {
-					errs[j.host] = e.batchFailed(j.st, j.step, fmt.Errorf("another host of the batch publishes a different RRset at %s: retried on its own", j.st.Owner))
-				}
+			other, taken := sets[j.st.Owner]
+			switch {
+			case !taken:
+				sets[j.st.Owner] = j.rs
+			case !sameSet(other.Records, j.rs.Records):
+				errs[j.host] = e.batchFailed(j.st, j.step, fmt.Errorf("another host of the batch publishes a different RRset at %s: retried on its own", j.st.Owner))
 			}
 		}
 		e.fail("before-set")

@@ -224,11 +224,8 @@ func (m *Migration) set(i int, phase HostPhase, reason string, next, now time.Ti
 		h.Phase, h.Since = phase, now
 	}
 	h.Reason, h.Next = bounded(reason), next
-	switch phase {
-	case PhaseDone:
-		if h.Done.IsZero() {
-			h.Done = now
-		}
+	if phase == PhaseDone && h.Done.IsZero() {
+		h.Done = now
 	}
 }
 
@@ -378,7 +375,7 @@ func (f *Fleet) startHosts(ctx context.Context, m *Migration) {
 	each(idx, f.workers(), func(i int) {
 		h := m.Hosts[i]
 		if st, err := f.Engine.Store.Load(h.Host); err == nil && st.Status == StatusActive {
-			if f.adopt(m, st) {
+			if f.adopt(m, st, cas) {
 				res[i] = result{st: st}
 			} else {
 				res[i] = result{err: fmt.Errorf("another %s rollover is under way (step %s): finish it (rollover run) or abort it, then resume the migration", st.Plan, st.CurrentStep())}
@@ -403,13 +400,10 @@ func (f *Fleet) startHosts(ctx context.Context, m *Migration) {
 }
 
 // adopt reports whether an active rollover is this migration's own (its
-// start was not saved in the migration before a crash).
-func (f *Fleet) adopt(m *Migration, st *State) bool {
+// start was not saved in the migration before a crash); cas is the
+// migration's issuer set.
+func (f *Fleet) adopt(m *Migration, st *State, cas []*x509.Certificate) bool {
 	if st.Plan != PlanCAMigration || st.Created.Before(m.Created) || st.Migration != m.Spec.Name {
-		return false
-	}
-	cas, err := m.Spec.newCAs()
-	if err != nil {
 		return false
 	}
 	var want []string
@@ -515,9 +509,6 @@ func (f *Fleet) phaseFromState(m *Migration, i int, st *State, err error, now ti
 		}
 		m.set(i, PhaseWaitCert, orText(m.Hosts[i].Reason, "the new certificate has not arrived"), next, now)
 	case st.Step == deployAt:
-		if strings.Contains(reason, "held for the migration's schedule") || strings.Contains(reason, "scheduled by migration") {
-			reason = ""
-		}
 		if ph := m.Hosts[i].Phase; (ph == PhaseWaitCanary || ph == PhaseWaitWindow) && reason == "" {
 			return // the schedule's gate stands until deploy lifts it
 		}

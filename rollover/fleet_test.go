@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -831,17 +832,7 @@ func TestFleetSharedOwner(t *testing.T) {
 	p := getPKI(t)
 	leaves := getFleetLeaves(t)
 	fw := newFleetWorld(t, fleetOpts{hosts: 4, parallel: 2, failures: 1, delays: []time.Duration{0, 30 * time.Second}, ttl: 600})
-	a, b := fw.w.hosts[0], fw.w.hosts[3] // both in zone z0
-	shared := a.dns
-	initial := []tlsa.Record{ta211(p.ca1.inter), ee311(leaves[a.name][0].cert), ee311(leaves[b.name][0].cert)}
-	shared.changes[0].rr.Records = initial
-	for r := range shared.res {
-		shared.res[r] = resolver{}
-		shared.lookup(r, 0)
-	}
-	fw.store.seed(shared.Owner(), shared.changes[0].rr, 60, testBase.Add(-48*time.Hour))
-	b.dns = shared
-	fw.w.zones = slices.DeleteFunc(fw.w.zones, func(d *fakeDNS) bool { return d.Owner() == "_25._tcp."+b.name+"." })
+	a, b, shared := fw.shareOwner(t)
 	f := fw.fleet()
 	if _, err := f.Create(context.Background(), fw.spec); err != nil {
 		t.Fatal(err)
@@ -895,4 +886,63 @@ func TestFleetSharedOwner(t *testing.T) {
 	if fw.batches["provider z0.example.net."] != 1 {
 		t.Errorf("zone z0 (the shared owner and one more host): %d provider calls to publish, want 1", fw.batches["provider z0.example.net."])
 	}
+}
+
+// shareOwner makes fleet hosts 0 and 3 (both in zone z0) share host 0's
+// TLSA owner, which holds the old CA's 2 1 1 and both old leaves' 3 1 1,
+// as every resolver has seen it.
+func (fw *fleetWorld) shareOwner(tb testing.TB) (a, b *simHost, shared *fakeDNS) {
+	tb.Helper()
+	p, leaves := getPKI(tb), getFleetLeaves(tb)
+	a, b = fw.w.hosts[0], fw.w.hosts[3]
+	shared = a.dns
+	shared.changes[0].rr.Records = []tlsa.Record{ta211(p.ca1.inter), ee311(leaves[a.name][0].cert), ee311(leaves[b.name][0].cert)}
+	for r := range shared.res {
+		shared.res[r] = resolver{}
+		shared.lookup(r, 0)
+	}
+	fw.store.seed(shared.Owner(), shared.changes[0].rr, 60, testBase.Add(-48*time.Hour))
+	b.dns = shared
+	fw.w.zones = slices.DeleteFunc(fw.w.zones, func(d *fakeDNS) bool { return d.Owner() == "_25._tcp."+b.name+"." })
+	return a, b, shared
+}
+
+// TestPublishBatchSharedOwnerConflict: two hosts of one batch share a TLSA
+// owner but their rollovers want different RRsets there (each its own new
+// CA): one provider call publishes the first host's RRset, the other host
+// fails with the reason and is retried on its own, and the published
+// event of the first says what the provider holds.
+func TestPublishBatchSharedOwnerConflict(t *testing.T) {
+	p := getPKI(t)
+	fw := newFleetWorld(t, fleetOpts{hosts: 4, parallel: 1, failures: 1, delays: []time.Duration{0}, ttl: 600})
+	a, b, shared := fw.shareOwner(t)
+	e := fw.fleet().Engine
+	ctx := context.Background()
+	for _, s := range []struct {
+		h  *simHost
+		ca *x509.Certificate
+	}{{a, p.ca2.inter}, {b, p.ca2.root}} {
+		if _, err := e.Start(ctx, StartRequest{Host: s.h.name, Plan: PlanCAMigration, NewCA: s.ca, TTL: 600}); err != nil {
+			t.Fatalf("start %s: %v", s.h.name, err)
+		}
+	}
+	errs := e.PublishBatch(ctx, []string{a.name, b.name})
+	if err := errs[a.name+"."]; err != nil {
+		t.Errorf("%s (first of the batch): %v", a.name, err)
+	}
+	if err := errs[b.name+"."]; err == nil || !strings.Contains(err.Error(), "different RRset") {
+		t.Errorf("%s (a different RRset at the same owner): %v, want the conflict", b.name, err)
+	}
+	if n := fw.batches["provider z0.example.net."]; n != 1 {
+		t.Errorf("%d provider calls, want 1", n)
+	}
+	rs := shared.provider().Records
+	if !containsRec(rs, ta211(p.ca2.inter)) || containsRec(rs, ta211(p.ca2.root)) {
+		t.Errorf("the shared RRset %s: want %s's new 2 1 1 only", rrKey(rs), a.name)
+	}
+	st := fw.store.state(a.name + ".")
+	if ev := st.History[len(st.History)-1]; ev.What != "published" || !strings.Contains(ev.Detail, abbrev(recordTexts(rs))) {
+		t.Errorf("%s's last event %s %q, want published %s", a.name, ev.What, ev.Detail, abbrev(recordTexts(rs)))
+	}
+	assertClean(t, fw.w, fw.store)
 }
