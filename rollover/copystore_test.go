@@ -86,7 +86,7 @@ func dumpStore(t *testing.T, s Store) map[string][]byte {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out["ledger "+strings.TrimSuffix(o, ".")], _ = changeLedger(l, strings.TrimSuffix(o, "."), func(*Ledger) error { return nil })
+		out["ledger "+strings.TrimSuffix(o, ".")], _ = encodeLedger(l, strings.TrimSuffix(o, "."))
 	}
 	ms := s.(MigrationStore)
 	migs, err := ms.ListMigrations()
@@ -176,4 +176,27 @@ func TestCopyStoreFileToFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	copyRoundTrip(t, mid)
+}
+
+// TestCopyStoreConflictWritesNothing: a conflict CopyStore finds last (a
+// migration) is found before anything is written: none of the source's
+// states, material or ledgers land in the destination.
+func TestCopyStoreConflictWritesNothing(t *testing.T) {
+	src, err := NewFileStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fillStore(t, src)
+	dst, err := NewFileStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.SaveMigration(&Migration{Version: migrationFormat, Spec: MigrationSpec{Name: "m1"}, Status: MigrationPaused}); err != nil {
+		t.Fatal(err)
+	}
+	before := dumpStore(t, dst)
+	if _, err := CopyStore(context.Background(), dst, src); err == nil || !strings.Contains(err.Error(), "already has migration m1") {
+		t.Fatalf("copy onto a conflicting migration = %v", err)
+	}
+	sameDump(t, before, dumpStore(t, dst))
 }

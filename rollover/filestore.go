@@ -113,6 +113,27 @@ func checkMaterialName(name string) error {
 	return nil
 }
 
+// materialHost checks the host and name of staged material as every
+// store's GetMaterial and PutMaterial do (normalizeHost, checkMaterialName)
+// and returns the normalized host.
+func materialHost(host, name string) (string, error) {
+	h, err := normalizeHost(host)
+	if err != nil {
+		return "", err
+	}
+	return h, checkMaterialName(name)
+}
+
+// checkStage is materialHost for PutMaterial, which also refuses material
+// with an empty chain or key.
+func checkStage(host, name string, m Material) (string, error) {
+	h, err := materialHost(host, name)
+	if err == nil && (len(m.ChainPEM) == 0 || len(m.KeyPEM) == 0) {
+		err = fmt.Errorf("rollover: stage material %s/%s: empty chain or key", h, name)
+	}
+	return h, err
+}
+
 func safeChars(s string, dot bool) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -293,15 +314,9 @@ type materialManifest struct {
 // pair. So a chain is never read together with a key from another
 // PutMaterial. The manifest's digests catch pairs changed by hand.
 func (store *FileStore) PutMaterial(host, name string, m Material) error {
-	h, err := normalizeHost(host)
+	h, err := checkStage(host, name, m)
 	if err != nil {
 		return err
-	}
-	if err := checkMaterialName(name); err != nil {
-		return err
-	}
-	if len(m.ChainPEM) == 0 || len(m.KeyPEM) == 0 {
-		return fmt.Errorf("rollover: stage material %s/%s: empty chain or key", h, name)
 	}
 	dir := store.hostDir(h)
 	if err := os.Mkdir(dir, 0o700); err == nil {
@@ -368,11 +383,8 @@ func (store *FileStore) PutMaterial(host, name string, m Material) error {
 // GetMaterial returns the material staged for host under name, or
 // ErrNoMaterial when none was staged or its staging did not complete.
 func (store *FileStore) GetMaterial(host, name string) (Material, error) {
-	h, err := normalizeHost(host)
+	h, err := materialHost(host, name)
 	if err != nil {
-		return Material{}, err
-	}
-	if err := checkMaterialName(name); err != nil {
 		return Material{}, err
 	}
 	dir := store.hostDir(h)

@@ -120,6 +120,13 @@ func changeLedger(l *Ledger, o string, fn func(*Ledger) error) ([]byte, error) {
 	if bad := AppendOnly(prev, l); len(bad) > 0 {
 		return nil, fmt.Errorf("rollover: ledger of %s: refused a change that is not append-only: %s", o, strings.Join(bad, "; "))
 	}
+	return encodeLedger(l, o)
+}
+
+// encodeLedger is the document of l, the ledger of owner o (normalized, no
+// trailing dot), as a FileStore writes it (and a PGStore stores it); it
+// sets l's format and owner.
+func encodeLedger(l *Ledger, o string) ([]byte, error) {
 	l.Format, l.Owner = ledgerFormat, o+"."
 	b, err := json.MarshalIndent(l, "", "\t")
 	if err != nil {

@@ -161,9 +161,6 @@ func OpenPG(ctx context.Context, o PGOptions) (*PGStore, error) {
 	}
 	if _, err := migrateSchema(ctx, s.pool); err != nil {
 		s.Close()
-		if errors.Is(err, ErrSchemaNewer) {
-			return nil, fmt.Errorf("rollover: state %s: %w", where, err)
-		}
 		return nil, fmt.Errorf("rollover: state %s: %w", where, err)
 	}
 	return s, nil
@@ -291,15 +288,9 @@ func (s *PGStore) noKey(what, h, name string) error {
 // lease. A caller that holds no lease on the host (a certificate source
 // staging an order) gets one taken, waiting up to 10 s, around this write.
 func (s *PGStore) PutMaterial(host, name string, m Material) error {
-	h, err := normalizeHost(host)
+	h, err := checkStage(host, name, m)
 	if err != nil {
 		return err
-	}
-	if err := checkMaterialName(name); err != nil {
-		return err
-	}
-	if len(m.ChainPEM) == 0 || len(m.KeyPEM) == 0 {
-		return fmt.Errorf("rollover: stage material %s/%s: empty chain or key", h, name)
 	}
 	if s.key == nil {
 		return s.noKey("stage material", h, name)
@@ -324,11 +315,8 @@ ON CONFLICT (host, name) DO UPDATE SET key_id = EXCLUDED.key_id, nonce = EXCLUDE
 // ErrNoMaterial. Material sealed with another key than this runner's is an
 // error naming both key ids and the key file.
 func (s *PGStore) GetMaterial(host, name string) (Material, error) {
-	h, err := normalizeHost(host)
+	h, err := materialHost(host, name)
 	if err != nil {
-		return Material{}, err
-	}
-	if err := checkMaterialName(name); err != nil {
 		return Material{}, err
 	}
 	ctx, cancel := opContext()

@@ -12,8 +12,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
+
+	"github.com/tlsactl/tlsactl/internal/safefile"
 )
 
 // materialKey is the key that seals staged material in a PGStore: 32 bytes
@@ -30,23 +31,15 @@ const keyFix = "openssl rand -base64 32 > %[1]s; chmod 600 %[1]s (and give every
 
 // loadMaterialKey reads the 32-byte key of file: base64 (as `openssl rand
 // -base64 32` writes it) or 64 hex digits, surrounding white space ignored.
-// A file group or others may read, a missing file or a key of another
-// length is an error naming the file and the fix; the key bytes never
-// appear in an error.
+// A file others may read (safefile.ReadPrivate's rule, as for every key
+// file), a missing file or a key of another length is an error naming the
+// file and the fix; the key bytes never appear in an error.
 func loadMaterialKey(file string) (*materialKey, error) {
-	fi, err := os.Stat(file)
-	if err != nil {
-		return nil, fmt.Errorf("rollover: state_key_file %s: %w; create it with: "+keyFix, file, err)
-	}
-	if fi.IsDir() {
-		return nil, fmt.Errorf("rollover: state_key_file %s is a directory; create the key with: "+keyFix, file)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("rollover: state_key_file %s has mode %04o and is readable by group or others; run chmod 600 %s", file, perm, file)
-	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("rollover: state_key_file %s: %w", file, err)
+	b, err := safefile.ReadPrivate(file)
+	if errors.Is(err, safefile.ErrTooOpen) {
+		return nil, fmt.Errorf("rollover: state_key_file %w", err)
+	} else if err != nil {
+		return nil, fmt.Errorf("rollover: state_key_file %[2]w; create it with: "+keyFix, file, err)
 	}
 	text := strings.TrimSpace(string(b))
 	var key []byte

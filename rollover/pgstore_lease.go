@@ -23,14 +23,14 @@ type pgLease struct {
 	// alive ends only when the lease is lost or released, and bounds the
 	// store's fenced writes (a caller whose own context ended may still
 	// record its final state while the lease is live).
-	held, alive                 context.Context
-	cancelHeld, cancelAlive     context.CancelCauseFunc
-	mu                          sync.Mutex
-	lost                        error // why the lease ended (nil while live)
-	deadline                    *time.Timer
-	stop, done                  chan struct{}
-	stopOnce                    sync.Once
-	lastRenewal, validUntilMono time.Time
+	held, alive             context.Context
+	cancelHeld, cancelAlive context.CancelCauseFunc
+	mu                      sync.Mutex
+	lost                    error // why the lease ended (nil while live)
+	deadline                *time.Timer
+	stop, done              chan struct{}
+	stopOnce                sync.Once
+	lastRenewal             time.Time // send time of the last successful renewal (or the take)
 }
 
 // leaseKey is the map key of a lease.
@@ -159,9 +159,8 @@ func (s *PGStore) hold(ctx context.Context, kind, name string, token int64, sent
 	l.held, l.cancelHeld = context.WithCancelCause(ctx)
 	l.alive, l.cancelAlive = context.WithCancelCause(context.Background())
 	valid := s.lease - s.lease/5
-	l.validUntilMono = sent.Add(valid)
 	l.mu.Lock() // the timer's func locks too: it sees l.deadline set
-	l.deadline = time.AfterFunc(time.Until(l.validUntilMono), func() {
+	l.deadline = time.AfterFunc(time.Until(sent.Add(valid)), func() {
 		l.lose(fmt.Errorf("%w: the lease of %s %s was not renewed in time (the state database did not answer for %v)",
 			ErrLeaseLost, kind, name, valid))
 	})
@@ -206,8 +205,8 @@ func (l *pgLease) renewed(sent time.Time, valid time.Duration) {
 	if l.lost != nil || !l.deadline.Stop() {
 		return // the deadline fired first: lost stays lost
 	}
-	l.lastRenewal, l.validUntilMono = sent, sent.Add(valid)
-	l.deadline.Reset(time.Until(l.validUntilMono))
+	l.lastRenewal = sent
+	l.deadline.Reset(time.Until(sent.Add(valid)))
 }
 
 // renew renews l every lease/3 until it is released or lost; a failed

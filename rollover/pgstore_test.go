@@ -374,7 +374,8 @@ func TestPGMaterialEncrypted(t *testing.T) {
 		{"short", write("short.key", base64.StdEncoding.EncodeToString(make([]byte, 16)), 0o600), "does not hold a 32-byte key"},
 		{"not base64", write("junk.key", "not a key at all", 0o600), "does not hold a 32-byte key"},
 		{"world-readable", write("open.key", hex64, 0o644), "chmod 600 " + filepath.Join(dir, "open.key")},
-		{"group-readable", write("group.key", hex64, 0o640), "readable by group or others"},
+		{"group-readable", write("group.key", hex64, 0o640), "permissions too open"},
+		{"directory", dir, "not a regular file"},
 		{"hex ok", write("hex.key", hex64+"\n", 0o600), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -464,7 +465,7 @@ func TestPGDatabaseRestart(t *testing.T) {
 	t.Logf("the 3s lease survived a %v restart", down.Round(time.Millisecond))
 }
 
-// TestPGEngineLeaseLostStopsSteps: an engine run whose lease is lost has
+// TestPGEngineLeaseContext: an engine run whose lease is lost has
 // its held context cancelled, so the step's I/O stops, and its next write
 // is refused.
 func TestPGEngineLeaseContext(t *testing.T) {
@@ -485,6 +486,9 @@ func TestPGEngineLeaseContext(t *testing.T) {
 		t.Fatalf("cause %v", context.Cause(ctx))
 	}
 	t.Logf("engine's held context cancelled %v after renewals stopped (lease 1s)", took.Round(time.Millisecond))
+	if err := s.Save(confState("mx1.example.test.", 0)); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("Save after the engine's lease was lost = %v, want ErrLeaseLost", err)
+	}
 	// The wait for a lock stays bounded by LockWait, the held context is not.
 	e2 := &Engine{Store: b.open(t, "runner-f", 2*time.Second), Clock: SystemClock{}, LockWait: 200 * time.Millisecond}
 	held, unlock2, err := e2.lock(context.Background(), "mx3.example.test.")

@@ -319,7 +319,7 @@ func (p *Postgres) start(ctx context.Context) error {
 	}()
 	p.p = pr
 	err := poll(ctx, pr.exited, func(ctx context.Context) error {
-		c, err := p.admin(ctx)
+		c, err := p.admin(ctx, "postgres")
 		if err != nil {
 			return err
 		}
@@ -332,9 +332,9 @@ func (p *Postgres) start(ctx context.Context) error {
 	return nil
 }
 
-// admin connects as the superuser through the Unix socket.
-func (p *Postgres) admin(ctx context.Context) (*pgx.Conn, error) {
-	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable connect_timeout=5", p.sockDir(), p.Port))
+// admin connects as the superuser through the Unix socket to database db.
+func (p *Postgres) admin(ctx context.Context, db string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%d user=postgres dbname=%s sslmode=disable connect_timeout=5", p.sockDir(), p.Port, db))
 	if err != nil {
 		return nil, err
 	}
@@ -342,7 +342,7 @@ func (p *Postgres) admin(ctx context.Context) (*pgx.Conn, error) {
 }
 
 func (p *Postgres) createRole(ctx context.Context) error {
-	c, err := p.admin(ctx)
+	c, err := p.admin(ctx, "postgres")
 	if err != nil {
 		return err
 	}
@@ -401,7 +401,7 @@ func (p *Postgres) CreateDB(tb testing.TB) (dsn string) {
 	p.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := p.admin(ctx)
+	c, err := p.admin(ctx, "postgres")
 	if err != nil {
 		tb.Fatalf("testbed: postgres: %v", err)
 	}
@@ -506,7 +506,7 @@ func (p *Postgres) TerminateBackends(tb testing.TB, applicationName string) int 
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := p.admin(ctx)
+	c, err := p.admin(ctx, "postgres")
 	if err != nil {
 		tb.Fatalf("testbed: postgres: %v", err)
 	}
@@ -527,11 +527,7 @@ func (p *Postgres) Exec(tb testing.TB, db, sql string, args ...any) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%d user=postgres dbname=%s sslmode=disable", p.sockDir(), p.Port, db))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	c, err := pgx.ConnectConfig(ctx, cfg)
+	c, err := p.admin(ctx, db)
 	if err != nil {
 		tb.Fatalf("testbed: postgres: %v", err)
 	}
