@@ -1,6 +1,9 @@
 package rollover
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Lease kinds: the names a Leaser's lease is taken in.
 const (
@@ -21,4 +24,14 @@ type Leaser interface {
 	// lease is live until ctx is done (then ErrLocked). held is a child of ctx cancelled (cause ErrLeaseLost)
 	// as soon as the lease can no longer be proven live; unlock releases it.
 	LockLease(ctx context.Context, kind, name string) (held context.Context, unlock func() error, err error)
+}
+
+// Lease is one live lease of a PGStore: which runner holds the host or
+// migration, under which fencing token, until when (the database's clock).
+type Lease struct {
+	Kind    string    `json:"kind"` // LeaseHost or LeaseMigration
+	Name    string    `json:"name"`
+	Holder  string    `json:"holder"` // the runner's name (without its instance id)
+	Token   int64     `json:"token"`
+	Expires time.Time `json:"expires"`
 }

@@ -364,3 +364,25 @@ func (s *PGStore) fenced(kind, name, what string, transient bool, write func(ctx
 func errFenced(kind, name string, token int64) error {
 	return fmt.Errorf("%w: %s %s was written under a newer lease than this runner's (fencing token %d)", ErrLeaseLost, kind, name, token)
 }
+
+// Leases returns the leases live now, by kind and name, whoever holds
+// them. It only reads.
+func (s *PGStore) Leases(ctx context.Context) ([]Lease, error) {
+	rows, err := s.pool.Query(ctx, `SELECT kind, name, holder, token, expires FROM leases WHERE expires > now() ORDER BY kind, name`)
+	if err != nil {
+		return nil, fmt.Errorf("rollover: leases in %s: %w", s.where, unreachable(err))
+	}
+	defer rows.Close()
+	var out []Lease
+	for rows.Next() {
+		var l Lease
+		if err := rows.Scan(&l.Kind, &l.Name, &l.Holder, &l.Token, &l.Expires); err != nil {
+			return nil, fmt.Errorf("rollover: leases in %s: %w", s.where, err)
+		}
+		if i := strings.LastIndexByte(l.Holder, '#'); i > 0 {
+			l.Holder = l.Holder[:i]
+		}
+		out = append(out, l)
+	}
+	return out, rows.Err()
+}

@@ -533,3 +533,25 @@ func init() {
 		}
 	}})
 }
+
+// TestPGLeases: Leases lists who holds what, by the runner's name, and
+// drops a lease once it is released.
+func TestPGLeases(t *testing.T) {
+	b := newPGBackend(t)
+	ctx := context.Background()
+	s := b.open(t, "runner-x", 5*time.Second)
+	_, unlock, err := s.LockLease(ctx, LeaseHost, "mx1.example.test.")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, err := s.Leases(ctx)
+	if err != nil || len(ls) != 1 || ls[0].Kind != LeaseHost || ls[0].Name != "mx1.example.test" || ls[0].Holder != "runner-x" || ls[0].Token < 1 || !ls[0].Expires.After(time.Now().Add(-time.Minute)) {
+		t.Fatalf("Leases while held = %+v, %v; want one host lease of runner-x", ls, err)
+	}
+	if err := unlock(); err != nil {
+		t.Fatal(err)
+	}
+	if ls, err := s.Leases(ctx); err != nil || len(ls) != 0 {
+		t.Fatalf("Leases after unlock = %+v, %v; want none", ls, err)
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/tlsactl/tlsactl/internal/config"
 	"github.com/tlsactl/tlsactl/rollover"
@@ -279,23 +278,14 @@ func stateMigrateDry(c *cli.Context, src *stateStore, to string, dst *stateStore
 	return err
 }
 
-// leaseInfo is one live lease of a PostgreSQL store.
-type leaseInfo struct {
-	Kind    string    `json:"kind"` // "host" or "migration"
-	Name    string    `json:"name"`
-	Holder  string    `json:"holder"`
-	Token   int64     `json:"token"`
-	Expires time.Time `json:"expires"`
-}
-
 // stateStatusJSON is the --json output of state status.
 type stateStatusJSON struct {
 	Store  string      `json:"store"`
 	Runner string      `json:"runner,omitempty"`
 	Counts stateCounts `json:"counts"`
 	// Schema and Leases: PostgreSQL only.
-	Schema int         `json:"schema_version,omitempty"`
-	Leases []leaseInfo `json:"leases,omitempty"`
+	Schema int              `json:"schema_version,omitempty"`
+	Leases []rollover.Lease `json:"leases,omitempty"`
 }
 
 func runStateStatus(c *cli.Context) error {

@@ -5,6 +5,8 @@ package main
 import (
 	"context"
 	"errors"
+
+	"github.com/tlsactl/tlsactl/rollover"
 )
 
 // pgBuilt reports whether this tlsactl can keep its state in PostgreSQL.
@@ -19,4 +21,6 @@ func openPG(context.Context, storeSpec) (*stateStore, error) {
 }
 
 // pgStatus is never reached: openPG refuses first.
-func pgStatus(context.Context, *stateStore) (int, []leaseInfo, error) { return 0, nil, errNoPostgres }
+func pgStatus(context.Context, *stateStore) (int, []rollover.Lease, error) {
+	return 0, nil, errNoPostgres
+}
