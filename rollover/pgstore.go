@@ -83,7 +83,8 @@ var (
 
 // pgStatementTimeout is the server-side statement_timeout of a PGStore's
 // sessions (unless the DSN sets one): no statement holds a row lock for
-// long. Lease renewals are bounded much tighter, by lease/5, on the client.
+// long. Lease renewals are bounded much tighter on the client: an attempt
+// ends when the lease would be lost anyway.
 const pgStatementTimeout = "60s"
 
 // OpenPG connects to the database of o.DSN, runs the schema migrations

@@ -65,8 +65,10 @@ func normLeaseName(kind, name string) (string, error) {
 // (the holder is the runner name plus a random instance id). Busy leases
 // are polled every 50–200 ms.
 //
-// A goroutine renews the lease every lease/3 (each renewal bounded by
-// lease/5) where token and holder still match and it has not expired. The
+// A goroutine renews the lease every lease/3 where token and holder still
+// match and it has not expired; an attempt may take until the lease would
+// be lost anyway (a slow database under load is not a lost lease), and a
+// failed one is retried after lease/10 (at most a second). The
 // store counts the lease valid only until the send time of its last
 // successful renewal + lease − lease/5 on its own monotonic clock; past
 // that, or when a renewal finds the row taken or expired, held is
@@ -209,15 +211,25 @@ func (l *pgLease) renewed(sent time.Time, valid time.Duration) {
 	l.deadline.Reset(time.Until(sent.Add(valid)))
 }
 
+// validUntil is when l stops being provably live unless renewed: the send
+// time of its last successful renewal + valid.
+func (l *pgLease) validUntil(valid time.Duration) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lastRenewal.Add(valid)
+}
+
 // renew renews l every lease/3 until it is released or lost; a failed
 // renewal is retried sooner (lease/10, at most a second).
 func (s *PGStore) renew(l *pgLease) {
 	defer close(l.done)
 	every, retry := s.lease/3, min(s.lease/10, time.Second)
 	valid := s.lease - s.lease/5
-	next := every
+	// The first renewal is due every after the take was sent, not after it
+	// answered: a take that came back late leaves less of the lease.
+	next := time.Until(l.validUntil(0).Add(every))
 	for {
-		t := time.NewTimer(next)
+		t := time.NewTimer(max(next, 0))
 		select {
 		case <-l.stop:
 			t.Stop()
@@ -232,7 +244,9 @@ func (s *PGStore) renew(l *pgLease) {
 			continue
 		}
 		sent := time.Now()
-		rctx, cancel := context.WithTimeout(l.alive, s.lease/5)
+		// The attempt may run until the lease would be lost anyway: a
+		// renewal that answers late still counts from its send time.
+		rctx, cancel := context.WithDeadline(l.alive, l.validUntil(valid))
 		tag, err := s.leasePool.Exec(rctx, `
 UPDATE leases SET expires = now() + make_interval(secs => $5)
 WHERE kind = $1 AND name = $2 AND token = $3 AND holder = $4 AND expires > now()`,
@@ -246,7 +260,7 @@ WHERE kind = $1 AND name = $2 AND token = $3 AND holder = $4 AND expires > now()
 			return
 		default:
 			l.renewed(sent, valid)
-			next = every
+			next = time.Until(sent.Add(every))
 		}
 	}
 }
