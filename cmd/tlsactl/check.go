@@ -412,6 +412,11 @@ func recordSightings(ctx context.Context, sp storeSpec, rep check.Report, resolv
 		return err
 	}
 	defer store.Close()
+	return recordSightingsIn(ctx, store, rep, resolver)
+}
+
+// recordSightingsIn is recordSightings into a store already open.
+func recordSightingsIn(ctx context.Context, store *stateStore, rep check.Report, resolver string) error {
 	now := time.Now()
 	var errs []error
 	for _, h := range rep.Hosts {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -149,7 +150,9 @@ func runServe(c *cli.Context) error {
 	if sp, ok, err := ledgerSpec(c); err != nil {
 		return badInput(err)
 	} else if ok {
-		record = func(ctx context.Context, rep check.Report) error { return recordSightings(ctx, sp, rep, addr) }
+		rec := &sightingRecorder{spec: sp, resolver: addr}
+		defer rec.Close()
+		record = rec.record
 	}
 	listen := c.String(flagListen)
 	ln, err := net.Listen("tcp", listen)
@@ -227,4 +230,40 @@ func listenError(listen string, err error) error {
 		return fmt.Errorf("--listen %s: no interface of this machine has that address", listen)
 	}
 	return badInput(fmt.Errorf("--listen %s: %s", listen, strings.TrimPrefix(err.Error(), "listen tcp ")))
+}
+
+// sightingRecorder records each check cycle's secure TLSA RRsets in the
+// ledger of one store, opened at the first cycle (again at the next one
+// when opening failed) and kept for the server's life: with a database a
+// connection pool that reconnects by itself, not a new pool and new
+// sessions every cycle.
+type sightingRecorder struct {
+	spec     storeSpec
+	resolver string
+	mu       sync.Mutex
+	store    *stateStore
+}
+
+// record is exporter.Options.Record.
+func (r *sightingRecorder) record(ctx context.Context, rep check.Report) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.store == nil {
+		s, err := openStore(ctx, r.spec)
+		if err != nil {
+			return err
+		}
+		r.store = s
+	}
+	return recordSightingsIn(ctx, r.store, rep, r.resolver)
+}
+
+// Close closes the store, if one was opened.
+func (r *sightingRecorder) Close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.store != nil {
+		r.store.Close()
+		r.store = nil
+	}
 }

@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -54,18 +53,11 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// buildServeBinary builds tlsactl as it ships into a temporary directory.
+// buildServeBinary is tlsactl as it ships (default tags), built once for
+// the package's tests.
 func buildServeBinary(t *testing.T) string {
 	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	out := filepath.Join(t.TempDir(), "tlsactl")
-	if b, err := exec.Command(goBin, "build", "-tags=", "-o", out, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
-	return out
+	return buildTlsactlTags(t, "")
 }
 
 var servingRE = regexp.MustCompile(`url=http://([0-9.]+:[0-9]+)/metrics`)

@@ -521,6 +521,30 @@ func (p *Postgres) TerminateBackends(tb testing.TB, applicationName string) int 
 	return n
 }
 
+// Sessions lists the sessions open now in database db whose
+// application_name starts with prefix, each as "pid@backend start" (a
+// session that closed and one opened later never look alike), sorted.
+func (p *Postgres) Sessions(tb testing.TB, db, prefix string) []string {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := p.admin(ctx, "postgres")
+	if err != nil {
+		tb.Fatalf("testbed: postgres: %v", err)
+	}
+	defer c.Close(context.Background())
+	rows, err := c.Query(ctx, `SELECT pid::text || '@' || backend_start::text FROM pg_stat_activity
+		WHERE datname = $1 AND starts_with(application_name, $2) AND pid <> pg_backend_pid() ORDER BY 1`, db, prefix)
+	if err != nil {
+		tb.Fatalf("testbed: postgres: sessions of %q: %v", prefix, err)
+	}
+	list, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		tb.Fatalf("testbed: postgres: sessions of %q: %v", prefix, err)
+	}
+	return list
+}
+
 // Exec runs sql as the superuser in database db (for tests that need to
 // inspect or damage what a client wrote). It fails the test on error.
 func (p *Postgres) Exec(tb testing.TB, db, sql string, args ...any) {
