@@ -26,7 +26,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"sort"
 	"strings"
@@ -46,6 +45,7 @@ const (
 	zoneRFC2136 = "rfc2136.test."
 	zoneRefuse  = "refuse.test."
 	zoneLibdns  = "libdns.test."
+	zoneCAS     = "cas.test." // conditional_test.go
 )
 
 func testZones() []testbed.Zone {
@@ -57,6 +57,7 @@ func testZones() []testbed.Zone {
 			"_25._tcp.mail TLSA " + rec(2, 1, 1, 0xbb).String(),
 		}},
 		{Name: zoneLibdns, Signed: true},
+		{Name: zoneCAS, Signed: true, Records: []string{"mail A 127.0.0.1", `keep TXT "untouched"`}},
 	}
 }
 
@@ -568,44 +569,8 @@ func TestRFC2136OneUpdateMessage(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
 	key := testbed.NewTSIGKey("wire-key")
-	var (
-		mu   sync.Mutex
-		msgs []*dns.Msg
-	)
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{
-		Listener:   l,
-		Net:        "tcp",
-		TsigSecret: map[string]string{key.Name: key.Secret},
-		// The default accept function answers UPDATE with NOTIMP.
-		MsgAcceptFunc: func(dns.Header) dns.MsgAcceptAction { return dns.MsgAccept },
-		Handler: dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
-			m := new(dns.Msg)
-			m.SetReply(req)
-			if w.TsigStatus() != nil || req.IsTsig() == nil {
-				m.Rcode = dns.RcodeNotAuth
-			} else {
-				mu.Lock()
-				msgs = append(msgs, req.Copy())
-				mu.Unlock()
-				m.SetTsig(key.Name, key.Algorithm, 300, time.Now().Unix())
-			}
-			_ = w.WriteMsg(m)
-		}),
-	}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	go func() { _ = srv.ActivateAndServe() }()
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	select {
-	case <-started:
-	case <-ctx.Done():
-		t.Fatal(ctx.Err())
-	}
-	p := newProvider(t, l.Addr().String(), key)
+	x := newWireServer(t, key) // conditional_test.go
+	p := newProvider(t, x.addr, key)
 
 	const zone, owner = "wire.test.", "_25._tcp.mail.wire.test."
 	cur := providers.RRSet{Owner: owner, TTL: time.Minute, Records: []tlsa.Record{rec(3, 1, 1, 1), rec(2, 1, 1, 2)}}
@@ -616,8 +581,7 @@ func TestRFC2136OneUpdateMessage(t *testing.T) {
 	if _, err := providers.SetTLSA(ctx, p, zone, want, providers.RRSet{Owner: owner}); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	msgs, _ := x.received()
 	if len(msgs) != 2 {
 		t.Fatalf("server got %d messages, want 2 (one per SetTLSA)", len(msgs))
 	}
