@@ -200,9 +200,9 @@ func TestPropertyWorldActors(t *testing.T) {
 	}
 	sort.Strings(outcomes)
 	sort.Strings(refusals)
-	t.Logf("%d seeds: external writes %d (%d at a call boundary inside a run, %d removing a record the plan published), step-backs %d, stops at the step-back limit %d, "+
+	t.Logf("%d seeds (odd ones with conditional changes): external writes %d (%d at a call boundary inside a run, %d of them between an observation and a conditional change; %d changes refused), %d removing a record the plan published, step-backs %d, stops at the step-back limit %d, "+
 		"TTL rewrites %d (%d seeds with a TTL-raising provider), resolver answers to tlsactl %d, check-timer runs %d, crashes %d, refusals that held %d, violations 0 (seeds failing only on a known engine bug: %d, below)",
-		n, stats["external writes"], stats["mid-run writes"], stats["removals"], stats["step-backs"], stats["step-back stops"],
+		n, stats["external writes"], stats["mid-run writes"], stats["writes before a conditional change"], stats["conflicts"], stats["removals"], stats["step-backs"], stats["step-back stops"],
 		stats["ttl rewrites"], stats["ttl-raising seeds"], stats["resolver sightings"], stats["check timer"], stats["crashes"], stats["refusals"], knownSeeds)
 	t.Logf("outcomes (scenario/host/status): %s", strings.Join(outcomes, " "))
 	t.Logf("refusals that held, checked against the world: %s", strings.Join(refusals, "; "))
@@ -304,7 +304,10 @@ func runActorsSeed(tb testing.TB, seed uint64, stats map[string]int) (actorScena
 		for range rng.IntN(3) {
 			o.delays = append(o.delays, time.Duration(rng.IntN(181))*time.Second)
 		}
-		w.addZone(z.owner, o)
+		// Odd seeds: a provider that takes conditional changes (RFC
+		// 2136), so other writers may also act between the engine's
+		// observation and its change (the change is then refused).
+		w.addZone(z.owner, o).conditional = seed%2 == 1
 	}
 	var deps []*fakeDeployer
 	for _, d := range sc.deps {
@@ -335,8 +338,8 @@ func runActorsSeed(tb testing.TB, seed uint64, stats map[string]int) (actorScena
 			r.store.seed(z.Owner(), z.changes[0].rr, z.negTTL, testBase.Add(-48*time.Hour))
 		}
 	}
-	w.logf("seed %d: %s; TTL %d (asked %d, provider minimum %d, echo %v), negative TTL %d, margin %s, writer %d (mid-run %v), tlsactl's resolver %v, check-timer history %v",
-		seed, sc.name, initTTL, reqTTL, minTTL, echo, negTTL, margin, r.writer, r.midRun, ask, seeded)
+	w.logf("seed %d: %s; TTL %d (asked %d, provider minimum %d, echo %v), negative TTL %d, margin %s, writer %d (mid-run %v), tlsactl's resolver %v, check-timer history %v, conditional changes %v",
+		seed, sc.name, initTTL, reqTTL, minTTL, echo, negTTL, margin, r.writer, r.midRun, ask, seeded, seed%2 == 1)
 	for _, z := range w.zones {
 		w.logf("  owner %s: delays %v, %d resolvers", z.Owner(), z.delays, len(z.res))
 	}
@@ -398,7 +401,11 @@ func runActorsSeed(tb testing.TB, seed uint64, stats map[string]int) (actorScena
 			return sc, r, msg
 		}
 	}
-	return sc, r, r.liveness(fail, checkWorld)
+	msg := r.liveness(fail, checkWorld)
+	for _, z := range w.zones {
+		stats["conflicts"] += z.conflicts
+	}
+	return sc, r, msg
 }
 
 // active returns the hosts with a rollover.
@@ -433,6 +440,14 @@ func (r *actorRun) crasher(h *actorHost, at int, actors bool) *crasher {
 			// process can win.
 			if r.rng.IntN(4) == 0 && r.externalWrite(d, "at a call boundary") {
 				r.stats["mid-run writes"]++
+			}
+		}
+		// With a conditional provider that race is won: the change is
+		// refused and the engine observes again.
+		c.beforeSet = func(d *fakeDNS) {
+			if d.conditional && r.rng.IntN(3) == 0 && r.externalWrite(d, "between the engine's observation and its change") {
+				r.stats["mid-run writes"]++
+				r.stats["writes before a conditional change"]++
 			}
 		}
 	}

@@ -21,7 +21,10 @@ import (
 // due yet (NotBefore), or whose DNS cannot batch are left alone (their
 // Advance publishes them one by one). It returns the error of each host
 // that failed, by host; a failed provider call fails every host of its
-// batch and changes none of them.
+// batch and changes none of them. Where the provider can
+// (ConditionalBatchDNS), the call is made only if every owner still holds
+// what was observed; an edit by someone else in between fails the batch
+// with ErrRRsetChanged and changes nothing.
 func (e *Engine) PublishBatch(ctx context.Context, hosts []string) map[string]error {
 	return e.publishBatch(ctx, hosts, 8)
 }
@@ -32,7 +35,10 @@ type batchJob struct {
 	st    *State
 	batch BatchDNS
 	rs    RRSet
-	step  StepKind
+	// expect is the owner's RRset as the provider held it when observed:
+	// a conditional batch is made only if it still does.
+	expect []tlsa.Record
+	step   StepKind
 }
 
 // publishBatch is PublishBatch preparing up to workers hosts at once.
@@ -87,18 +93,26 @@ func (e *Engine) publishBatch(ctx context.Context, hosts []string, workers int) 
 		jobs := groups[k]
 		// Hosts sharing one owner: the first publishes; one that wants a
 		// different RRset there is retried on its own.
-		sets := map[string]RRSet{}
+		sets, expect := map[string]RRSet{}, map[string]RRSet{}
 		for _, j := range jobs {
 			other, taken := sets[j.st.Owner]
 			switch {
 			case !taken:
 				sets[j.st.Owner] = j.rs
+				expect[j.st.Owner] = RRSet{Records: j.expect}
 			case !sameSet(other.Records, j.rs.Records):
 				errs[j.host] = e.batchFailed(j.st, j.step, fmt.Errorf("another host of the batch publishes a different RRset at %s: retried on its own", j.st.Owner))
 			}
 		}
 		e.fail("before-set")
-		err := jobs[0].batch.SetBatch(ctx, sets)
+		var err error
+		if c, ok := jobs[0].batch.(ConditionalBatchDNS); ok {
+			// Someone else's edit of any owner since it was observed: no
+			// owner changes, and each host publishes on its own next.
+			err = c.SetBatchIf(ctx, expect, sets)
+		} else {
+			err = jobs[0].batch.SetBatch(ctx, sets)
+		}
 		e.fail("after-set")
 		names := make([]string, len(jobs))
 		for i, j := range jobs {
@@ -148,14 +162,14 @@ func (e *Engine) prepareBatch(ctx context.Context, host string) (job *batchJob, 
 	if !ok || b.BatchKey() == "" || t.DNS.Owner() != st.Owner {
 		return nil, nil, nil
 	}
-	rs, change, err := e.preparePublish(ctx, st, t, step, func(cur []tlsa.Record) []tlsa.Record { return cumulative(st, cur) })
+	rs, expect, change, err := e.preparePublish(ctx, st, t, step, func(cur []tlsa.Record) []tlsa.Record { return cumulative(st, cur) })
 	if err != nil {
 		return nil, nil, e.batchFailed(st, step, err)
 	}
 	if !change {
 		return nil, nil, nil // made already, or nothing to make: Advance confirms
 	}
-	return &batchJob{host: host, st: st, batch: b, rs: *rs, step: step}, unlock, nil
+	return &batchJob{host: host, st: st, batch: b, rs: *rs, expect: expect, step: step}, unlock, nil
 }
 
 // batchFailed records err in st as a failed Advance would and returns it.

@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	mrand "math/rand/v2"
 	"os"
 	"slices"
@@ -80,6 +81,9 @@ type fleetWorld struct {
 	dns     map[string]*fakeDNS // by TLSA owner
 	arrive  map[string]time.Time
 	batches map[string]int // SetBatch calls by key
+	refused map[string]int // conditional batches refused, by key
+	// extra are records someone else added, by TLSA owner: they stay.
+	extra   map[string][]tlsa.Record
 	deploys []deployRec
 	spec    MigrationSpec
 	crashes int
@@ -97,15 +101,17 @@ type fleetOpts struct {
 	parallel int
 	failures int
 	canary   bool
-	delays   []time.Duration
-	ttl      uint32
+	// conditional: the zones' provider takes conditional changes.
+	conditional bool
+	delays      []time.Duration
+	ttl         uint32
 }
 
 func newFleetWorld(tb testing.TB, o fleetOpts) *fleetWorld {
 	p := getPKI(tb)
 	leaves := getFleetLeaves(tb)
 	fw := &fleetWorld{w: emptyWorld(tb), store: newMemStore(), zone: map[string]string{}, dns: map[string]*fakeDNS{},
-		arrive: map[string]time.Time{}, batches: map[string]int{}}
+		arrive: map[string]time.Time{}, batches: map[string]int{}, refused: map[string]int{}, extra: map[string][]tlsa.Record{}}
 	fw.c = &crasher{w: fw.w}
 	for i := range o.hosts {
 		name := fleetHostName(i)
@@ -113,6 +119,7 @@ func newFleetWorld(tb testing.TB, o fleetOpts) *fleetWorld {
 		owner := "_25._tcp." + name + "."
 		initial := []tlsa.Record{ta211(p.ca1.inter), ee311(old.cert)}
 		d := fw.w.addZone(owner, worldOpts{initial: initial, initTTL: o.ttl, negTTL: 60, delays: o.delays, resolv: 2})
+		d.conditional = o.conditional
 		dep := fw.w.addDeployer(old.chain, 2)
 		fw.w.addHost(name, d, dep)
 		fw.store.seed(owner, d.changes[0].rr, 60, testBase.Add(-48*time.Hour))
@@ -164,6 +171,38 @@ func (d fleetDNS) SetBatch(ctx context.Context, sets map[string]RRSet) error {
 	return nil
 }
 
+// condFleetDNS is fleetDNS of a provider that takes conditional changes.
+type condFleetDNS struct{ fleetDNS }
+
+func (d condFleetDNS) SetIf(ctx context.Context, expect, want RRSet) error {
+	return d.DNS.(ConditionalDNS).SetIf(ctx, expect, want)
+}
+
+// SetBatchIf is SetBatch made only if every owner still holds expect[owner].
+func (d condFleetDNS) SetBatchIf(ctx context.Context, expect, sets map[string]RRSet) error {
+	d.fw.c.hit("before DNS.Set")
+	if d.fw.c.beforeSet != nil {
+		for _, o := range slices.Sorted(maps.Keys(sets)) {
+			d.fw.c.beforeSet(d.fw.dns[o])
+		}
+	}
+	for o := range sets {
+		fd := d.fw.dns[o]
+		if fd == nil {
+			return fmt.Errorf("owner %s is not in batch %s", o, d.key)
+		}
+		if cur := fd.provider().Records; !sameSet(cur, expect[o].Records) {
+			fd.conflicts++
+			d.fw.refused[d.key]++
+			d.fw.w.logf("  batch %s: conditional set REFUSED: %s holds %s, not %s", d.key, o, rrKey(cur), rrKey(expect[o].Records))
+			return fmt.Errorf("%w: %s holds %s", ErrRRsetChanged, o, rrKey(cur))
+		}
+	}
+	err := d.SetBatch(ctx, sets)
+	d.fw.c.hit("after DNS.Set")
+	return err
+}
+
 // recDeployer records every deploy with the time it began.
 type recDeployer struct {
 	Deployer
@@ -202,7 +241,11 @@ func (fw *fleetWorld) fleet() *Fleet {
 			return t, err
 		}
 		name := strings.TrimSuffix(host, ".")
-		t.DNS = fleetDNS{DNS: t.DNS, fw: fw, key: "provider " + fw.zone[name]}
+		fd := fleetDNS{DNS: t.DNS, fw: fw, key: "provider " + fw.zone[name]}
+		t.DNS = fd
+		if _, ok := fd.DNS.(ConditionalDNS); ok {
+			t.DNS = condFleetDNS{fd}
+		}
 		t.Deployer = recDeployer{Deployer: t.Deployer, fw: fw, host: name}
 		return t, nil
 	}
@@ -302,19 +345,20 @@ func (fw *fleetWorld) assertHosts(tb testing.TB, m *Migration) {
 		sh := fw.w.host(name)
 		rr := sh.dns.provider().Records
 		pair := leaves[name]
+		extra := fw.extra["_25._tcp."+name+"."]
 		switch h.Phase {
 		case PhaseDone:
 			if !allServe(sh.dep.addrs, pair[1].cert) {
 				tb.Errorf("%s is done but does not serve its new certificate", name)
 			}
-			if !sameSet(rr, []tlsa.Record{ta211(p.ca2.inter), ee311(pair[1].cert)}) {
+			if !sameSet(rr, append([]tlsa.Record{ta211(p.ca2.inter), ee311(pair[1].cert)}, extra...)) {
 				tb.Errorf("%s is done with RRset %s", name, rrKey(rr))
 			}
 		case PhaseRolledBack:
 			if !allServe(sh.dep.addrs, pair[0].cert) {
 				tb.Errorf("%s was rolled back but does not serve its old certificate", name)
 			}
-			if !sameSet(rr, []tlsa.Record{ta211(p.ca1.inter), ee311(pair[0].cert)}) {
+			if !sameSet(rr, append([]tlsa.Record{ta211(p.ca1.inter), ee311(pair[0].cert)}, extra...)) {
 				tb.Errorf("%s was rolled back to RRset %s, not the one before the migration", name, rrKey(rr))
 			}
 		default:
@@ -358,8 +402,26 @@ func TestFleetMigrationWorld(t *testing.T) {
 		}
 		t.Run(fmt.Sprintf("seed%d_crash%d", seed, crashEvery), func(t *testing.T) {
 			rng := mrand.New(mrand.NewPCG(uint64(seed), 10))
+			// Odd seeds: a provider that takes conditional changes, and
+			// someone else adding a record to the RRset a change is about
+			// to replace, twice (the change is refused; the host
+			// publishes again from a new observation, keeping the record).
+			conditional := seed%2 == 1
 			fw := newFleetWorld(t, fleetOpts{hosts: 40, windows: []string{"Mon-Fri 02:00-05:00 UTC"}, parallel: 4, failures: 5,
-				canary: true, delays: []time.Duration{0, 2 * time.Minute}, ttl: 3600})
+				canary: true, delays: []time.Duration{0, 2 * time.Minute}, ttl: 3600, conditional: conditional})
+			edits := 0
+			if conditional {
+				fw.c.beforeSet = func(d *fakeDNS) {
+					if edits < 2 && len(fw.extra[d.Owner()]) == 0 && rng.IntN(3) == 0 {
+						edits++
+						x := unrelatedRecords()[edits]
+						fw.extra[d.Owner()] = []tlsa.Record{x}
+						d.write(with(d.provider().Records, x), d.provider().TTL, true)
+						fw.w.logf("  someone else added %s to %s before tlsactl's change", abbrev(texts(x)), d.Owner())
+						fw.w.check("external write")
+					}
+				}
+			}
 			// Certificates arrive at random within two days; one never.
 			for i, n := range fw.names {
 				fw.arrive[n] = testBase.Add(time.Duration(rng.IntN(48)) * time.Hour)
@@ -399,6 +461,17 @@ func TestFleetMigrationWorld(t *testing.T) {
 			t.Logf("%s after %s; provider calls per batch %v, %d call boundaries, %d crashes, %d invariant checks", phaseCounts(m), fw.w.now().Sub(testBase), fw.batches, fw.c.n, fw.crashes, fw.w.checks)
 			if !removed {
 				t.Error("the external rewrite never happened")
+			}
+			if conditional {
+				conflicts := 0
+				for _, d := range fw.dns {
+					conflicts += d.conflicts
+				}
+				t.Logf("conditional changes: %d records added by someone else before a change, %d changes refused (%d of them batches: %v)", edits, conflicts, len(fw.refused), fw.refused)
+				// Two edits before one batch are one refusal.
+				if edits != 2 || conflicts < 1 {
+					t.Errorf("%d edits before a change, %d refused: want 2 and at least 1", edits, conflicts)
+				}
 			}
 			c := m.Counts()
 			if c[PhaseDone] != 37 || c[PhaseHeld] != 2 || c[PhaseWaitCert] != 1 {
@@ -453,8 +526,15 @@ func (fw *fleetWorld) assertSchedule(tb testing.TB, m *Migration) {
 			tb.Errorf("batch %s: %d provider calls", k, n)
 		}
 	}
-	if len(fw.batches) != 3 {
-		tb.Errorf("%d batches, want one per zone (3): %v", len(fw.batches), fw.batches)
+	zones := map[string]bool{}
+	for k := range fw.batches {
+		zones[k] = true
+	}
+	for k := range fw.refused { // a refused conditional batch is a call too
+		zones[k] = true
+	}
+	if len(zones) != 3 {
+		tb.Errorf("%d batches, want one per zone (3): %v (refused: %v)", len(zones), fw.batches, fw.refused)
 	}
 }
 

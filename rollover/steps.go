@@ -140,43 +140,80 @@ func waiting(st *State, at time.Time, format string, args ...any) error {
 // idempotently: it observes first, the intent is recorded in the ledger
 // before the provider call, and a resumed run recognises a change that was
 // already made.
+//
+// Where the DNS can (ConditionalDNS), the change is made only if the
+// provider still holds what was observed: when someone else changed the
+// RRset in between, nothing is changed and the publication starts again
+// from a new observation (at most maxConflicts times in one run), so their
+// edit is kept or repaired as any other drift, never overwritten unseen.
 func (e *Engine) publish(ctx context.Context, st *State, t Target, step StepKind, target func([]tlsa.Record) []tlsa.Record) error {
-	rs, change, err := e.preparePublish(ctx, st, t, step, target)
-	if err != nil || rs == nil {
-		return err
-	}
-	if change {
-		e.fail("before-set")
-		if err := t.DNS.Set(ctx, *rs); err != nil {
-			return fmt.Errorf("provider: %w", err)
+	for attempt := 1; ; attempt++ {
+		rs, expect, change, err := e.preparePublish(ctx, st, t, step, target)
+		if err != nil || rs == nil {
+			return err
 		}
-		e.fail("after-set")
-		e.note(st, Event{At: e.now(), Step: step, What: "published", Detail: abbrev(recordTexts(rs.Records))})
+		if change {
+			e.fail("before-set")
+			err := setRRset(ctx, t.DNS, expect, *rs)
+			if errors.Is(err, ErrRRsetChanged) && attempt < maxConflicts {
+				e.note(st, Event{At: e.now(), Step: step, What: "changed underneath",
+					Detail: fmt.Sprintf("the provider no longer held %s, as observed: someone else changed the RRset; nothing was changed, observing again", abbrevOrNone(expect))})
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("provider: %w", err)
+			}
+			e.fail("after-set")
+			e.note(st, Event{At: e.now(), Step: step, What: "published", Detail: abbrev(recordTexts(rs.Records))})
+		}
+		return e.confirm(ctx, st, t, step, *rs)
 	}
-	return e.confirm(ctx, st, t, step, *rs)
+}
+
+// maxConflicts bounds how often one run starts a publication again because
+// someone else changed the RRset between observation and change.
+const maxConflicts = 3
+
+// setRRset replaces d's RRset with want: only if the provider still holds
+// expect when d can make that condition (ConditionalDNS), else outright.
+func setRRset(ctx context.Context, d DNS, expect []tlsa.Record, want RRSet) error {
+	if c, ok := d.(ConditionalDNS); ok {
+		return c.SetIf(ctx, RRSet{Records: expect}, want)
+	}
+	return d.Set(ctx, want)
+}
+
+// abbrevOrNone is abbrev of the records, or "no RRset".
+func abbrevOrNone(recs []tlsa.Record) string {
+	if len(recs) == 0 {
+		return "no RRset"
+	}
+	return abbrev(recordTexts(recs))
 }
 
 // preparePublish observes the owner and decides what publishing
 // target(current) takes. change: the provider must be set to rs; the
 // checks passed, the intent is in the ledger and the state saved with a
-// "publishing" event, so the caller makes the provider call next. No
-// change and rs set: the provider holds it already, but it is still to be
-// confirmed. rs nil: nothing to do (done before a crash, or no change).
-func (e *Engine) preparePublish(ctx context.Context, st *State, t Target, step StepKind, target func([]tlsa.Record) []tlsa.Record) (rs *RRSet, change bool, err error) {
+// "publishing" event, so the caller makes the provider call next, on
+// condition that the provider still holds expect (what it held when
+// observed). No change and rs set: the provider holds it already, but it
+// is still to be confirmed. rs nil: nothing to do (done before a crash, or
+// no change).
+func (e *Engine) preparePublish(ctx context.Context, st *State, t Target, step StepKind, target func([]tlsa.Record) []tlsa.Record) (rs *RRSet, expect []tlsa.Record, change bool, err error) {
 	w, err := e.observeState(ctx, st, t)
 	if err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
 	cur, err := w.provider()
 	if err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
 	want := target(cur)
 	// Hosts that share the RRset keep the records they still need.
 	var sharers []sharer
 	if len(t.Sharing) > 0 && !sameSet(cur, want) {
 		if sharers, err = servedBySharers(ctx, t); err != nil {
-			return nil, false, err
+			return nil, nil, false, err
 		}
 		var kept []tlsa.Record
 		if want, kept = keepForSharers(cur, want, sharers, e.now()); len(kept) > 0 && !sameSet(cur, want) {
@@ -187,15 +224,15 @@ func (e *Engine) preparePublish(ctx context.Context, st *State, t Target, step S
 	set := RRSet{Records: want, TTL: st.TTL}
 	if sameSet(cur, want) {
 		if w.servedEverywhere(want) == "" && !unconfirmed(st, step) {
-			return nil, false, nil // done before a crash, or nothing to change
+			return nil, nil, false, nil // done before a crash, or nothing to change
 		}
-		return &set, false, nil
+		return &set, cur, false, nil
 	}
 	now := e.now()
 	if !st.Force {
 		served, err := t.Deployer.Served(ctx)
 		if err != nil {
-			return nil, false, fmt.Errorf("probing what %s serves: %w", st.Host, err)
+			return nil, nil, false, fmt.Errorf("probing what %s serves: %w", st.Host, err)
 		}
 		// Only the new version is new: what caches hold already is not
 		// changed by this action (and a refusal here would keep tlsactl
@@ -204,25 +241,25 @@ func (e *Engine) preparePublish(ctx context.Context, st *State, t Target, step S
 			Versions: []Version{{Records: recordTexts(want), TTL: st.TTL, Requested: now}},
 			Chains:   served, Names: []string{st.Host}, Now: now, Margin: time.Duration(st.Margin)}
 		if err := inv.Check(); err != nil {
-			return nil, false, err
+			return nil, nil, false, err
 		}
 		for _, sh := range sharers {
 			inv.Action = fmt.Sprintf("publish %s, which %s shares", abbrev(recordTexts(want)), strings.TrimSuffix(sh.host, "."))
 			inv.Chains, inv.Names = sh.served, []string{sh.host}
 			if err := inv.Check(); err != nil {
-				return nil, false, err
+				return nil, nil, false, err
 			}
 		}
 	}
 	// Record the intent first: from now on resolvers may see it.
 	if err := e.wrote(ctx, st, t.DNS.Owner(), set, "tlsactl "+string(step), now); err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
 	e.note(st, Event{At: now, Step: step, What: "publishing", Detail: abbrev(recordTexts(want))})
 	if err := e.Store.Save(st); err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
-	return &set, true, nil
+	return &set, cur, true, nil
 }
 
 // confirm waits until every authoritative server serves rs and checks the

@@ -307,6 +307,12 @@ type fakeDNS struct {
 	// rewrites counts TTLs the provider raised; observed counts Observe
 	// calls that read the provider.
 	rewrites, observed int
+
+	// conditional: the provider takes conditional changes (RFC 2136
+	// prerequisites): the engine's targets for this owner are
+	// ConditionalDNS. conflicts counts the changes it refused.
+	conditional bool
+	conflicts   int
 }
 
 const testOwner = "_25._tcp." + testHost + "."
@@ -398,6 +404,16 @@ func (d *fakeDNS) Set(ctx context.Context, want RRSet) error {
 		return errors.New("provider API: timeout (the change was made)")
 	}
 	return nil
+}
+
+// SetIf is Set made only if the provider still holds expect's records.
+func (d *fakeDNS) SetIf(ctx context.Context, expect, want RRSet) error {
+	if cur := d.changes[len(d.changes)-1].rr.Records; !sameSet(cur, expect.Records) {
+		d.conflicts++
+		d.w.logf("  dns %s: conditional set of %s REFUSED: the provider holds %s, not %s", d.Owner(), rrKey(want.Records), rrKey(cur), rrKey(expect.Records))
+		return fmt.Errorf("%w: the provider holds %s", ErrRRsetChanged, rrKey(cur))
+	}
+	return d.Set(ctx, want)
 }
 
 func (d *fakeDNS) WaitServed(ctx context.Context, want RRSet) error {
@@ -882,6 +898,11 @@ type crasher struct {
 	// afterObserve is told whether the observation read the provider.
 	beforeObserve func(d *fakeDNS)
 	afterObserve  func(d *fakeDNS, providerRead bool)
+	// beforeSet, when set, runs at every DNS.Set boundary (after the
+	// crash point, before the provider changes or, when conditional,
+	// compares): other actors act between the engine's observation and
+	// its change there.
+	beforeSet func(d *fakeDNS)
 }
 
 func (c *crasher) hit(point string) {
@@ -926,7 +947,25 @@ func (d crashDNS) Observe(ctx context.Context) ([]Sighting, error) {
 
 func (d crashDNS) Set(ctx context.Context, want RRSet) error {
 	d.c.hit("before DNS.Set")
+	if d.c.beforeSet != nil && d.fd != nil {
+		d.c.beforeSet(d.fd)
+		d.c.w.check("other actors at DNS.Set")
+	}
 	err := d.inner.Set(ctx, want)
+	d.c.hit("after DNS.Set")
+	return err
+}
+
+// crashCondDNS is crashDNS of a conditional provider.
+type crashCondDNS struct{ crashDNS }
+
+func (d crashCondDNS) SetIf(ctx context.Context, expect, want RRSet) error {
+	d.c.hit("before DNS.Set")
+	if d.c.beforeSet != nil {
+		d.c.beforeSet(d.fd)
+		d.c.w.check("other actors at DNS.Set")
+	}
+	err := d.fd.SetIf(ctx, expect, want)
 	d.c.hit("after DNS.Set")
 	return err
 }
@@ -1074,7 +1113,11 @@ func (w *world) engine(store Store, c *crasher) *Engine {
 		c = &crasher{w: w}
 	}
 	wrap := func(h *simHost) (DNS, Deployer) {
-		return crashDNS{inner: h.dns, fd: h.dns, c: c}, crashDeployer{inner: h.dep, c: c}
+		d := crashDNS{inner: h.dns, fd: h.dns, c: c}
+		if h.dns.conditional {
+			return crashCondDNS{d}, crashDeployer{inner: h.dep, c: c}
+		}
+		return d, crashDeployer{inner: h.dep, c: c}
 	}
 	var es Store = crashStore{Store: store, c: c}
 	if l, ok := store.(Leaser); ok { // a PGStore: the engine works with its leases

@@ -367,10 +367,42 @@ type BatchDNS interface {
 	SetBatch(ctx context.Context, sets map[string]RRSet) error
 }
 
+// ConditionalDNS is a DNS that can make a change conditional (RFC 2136
+// prerequisites): the engine then sets an RRset only if the provider still
+// holds what it observed, so an edit someone else made in between is never
+// overwritten. Where the provider cannot check (hosted APIs), or the DNS is
+// not a ConditionalDNS, the change is unconditional; the engine's
+// observations before and after each change still notice such an edit, but
+// only afterwards.
+type ConditionalDNS interface {
+	DNS
+	// SetIf replaces the RRset (an empty want deletes it) in one atomic
+	// provider call, only if the provider still holds expect's records (an
+	// empty expect: no RRset); else it fails with an error wrapping
+	// ErrRRsetChanged and changes nothing. A DNS whose provider turns out
+	// unable to check may make the change as Set does (it then never
+	// fails with ErrRRsetChanged).
+	SetIf(ctx context.Context, expect, want RRSet) error
+}
+
+// ConditionalBatchDNS is a BatchDNS whose batches can be conditional.
+type ConditionalBatchDNS interface {
+	BatchDNS
+	// SetBatchIf is SetBatch in one atomic call, made only if every owner's
+	// RRset is still expect[owner] (missing or empty: no RRset); else it
+	// fails with an error wrapping ErrRRsetChanged and changes no owner.
+	SetBatchIf(ctx context.Context, expect, sets map[string]RRSet) error
+}
+
 // Sentinel errors callers branch on.
 var (
-	ErrNoRollover = errors.New("no rollover for this host")
-	ErrLocked     = errors.New("another tlsactl process is working on this host")
+	// ErrRRsetChanged: a conditional change (ConditionalDNS) was refused
+	// because the RRset was no longer what the engine observed: someone
+	// else changed it in between. Nothing was changed; the engine observes
+	// again.
+	ErrRRsetChanged = errors.New("the TLSA RRset changed since it was observed")
+	ErrNoRollover   = errors.New("no rollover for this host")
+	ErrLocked       = errors.New("another tlsactl process is working on this host")
 	// ErrLeaseLost: a write refused by the fencing token, or a lease that
 	// expired or was taken (see Leaser): this runner must stop acting on
 	// the host or migration; another runner continues it.

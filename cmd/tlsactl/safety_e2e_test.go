@@ -29,7 +29,11 @@ package main
 //  2. external-revert: during a ca-migration's TTL wait someone else puts
 //     the old RRset back;
 //  3. cname-owner: `_<port>._tcp.<host> CNAME _dane.<zone>` (a shared
-//     RRset) and the hook with a certificate from a new CA.
+//     RRset) and the hook with a certificate from a new CA;
+//  4. edit-before-change: someone else adds a record after tlsactl observed
+//     the RRset and before its change reaches the server (a failpoint holds
+//     tlsactl there): the RFC 2136 prerequisite makes Knot refuse the
+//     change, and tlsactl publishes again beside the other writer's record.
 
 import (
 	"bytes"
@@ -279,6 +283,21 @@ func (h *sfHost) run(env []string, args ...string) sfResult {
 		r.end.Sub(r.start).Round(time.Millisecond), r.out, r.errOut)
 	h.finger("after tlsactl " + strings.Join(args[:min(2, len(args))], " "))
 	return r
+}
+
+// startCAMigration starts a ca-migration of the host to f's CA and provides
+// f's certificate; it returns when the start command began.
+func (h *sfHost) startCAMigration(f sfFiles) time.Time {
+	h.t.Helper()
+	common := []string{"--config", h.cfgPath, "--host", h.name}
+	r := h.run(nil, append([]string{"rollover", "start"}, append(common, "--plan", "ca-migration", "--new-ca", f.ca)...)...)
+	if r.code != 0 {
+		h.t.Fatalf("rollover start: exit %d", r.code)
+	}
+	if p := h.run(nil, append([]string{"rollover", "provide"}, append(common, "--cert", f.chain, "--key", f.key)...)...); p.code != 0 {
+		h.t.Fatalf("rollover provide: exit %d", p.code)
+	}
+	return r.start
 }
 
 // wantCode reports (without stopping the scenario, so that its probe
@@ -755,7 +774,7 @@ func (h *sfHost) deployedAt(st sfStatus, since time.Time) time.Time {
 // each with its own host, Postfix and state directory.
 func TestSafetyE2E(t *testing.T) {
 	t.Parallel()
-	b := newSfBed(t, "safety.test", "pth", "rev", "cn")
+	b := newSfBed(t, "safety.test", "pth", "rev", "cn", "ebc")
 	const ttl = sfTTL * time.Second
 
 	// 1. `publish --add` of the new CA's 2 1 1, then at once the hook with a
@@ -818,15 +837,8 @@ func TestSafetyE2E(t *testing.T) {
 		h.primeSenders("before the rollover", roPair(a))
 
 		common := []string{"--config", h.cfgPath, "--host", h.name}
-		r := h.run(nil, append([]string{"rollover", "start"}, append(common, "--plan", "ca-migration", "--new-ca", f.ca)...)...)
-		start = r.start
-		if r.code != 0 {
-			t.Fatalf("rollover start: exit %d", r.code)
-		}
-		if r = h.run(nil, append([]string{"rollover", "provide"}, append(common, "--cert", f.chain, "--key", f.key)...)...); r.code != 0 {
-			t.Fatalf("rollover provide: exit %d", r.code)
-		}
-		r = h.run(nil, append([]string{"rollover", "run"}, common...)...)
+		start = h.startCAMigration(f)
+		r := h.run(nil, append([]string{"rollover", "run"}, common...)...)
 		if r.code != 0 {
 			t.Fatalf("first rollover run: exit %d", r.code)
 		}
@@ -952,5 +964,88 @@ func TestSafetyE2E(t *testing.T) {
 		st, _ := h.status()
 		t.Logf("status:\n%s", st.dump())
 		h.assertDeployedAged(st, start, hk, ttl, "the hook", "the new CA's 2 1 1")
+	})
+
+	// 4. A ca-migration's first run observes the RRset and is held (a
+	// failpoint) just before its UPDATE; someone else adds a record then
+	// (the backup MX's key, pre-published by hand). tlsactl's UPDATE
+	// carries the RRset it observed as an RFC 2136 prerequisite, so Knot
+	// refuses it and changes nothing; tlsactl observes again and publishes
+	// the new CA's 2 1 1 beside the other writer's record, which stays to
+	// the end.
+	t.Run("edit-before-change", func(t *testing.T) {
+		t.Parallel()
+		h := b.newHost(t, "ebc", "")
+		a, nb := h.a, testbed.MustChain(t, testbed.ChainOptions{DNSNames: []string{h.name}})
+		backup := testbed.MustChain(t, testbed.ChainOptions{DNSNames: []string{"backup." + h.name}})
+		f := h.files(nb)
+		h.expectNew(nb)
+		var start time.Time
+		defer h.report("edit-before-change", &start)
+		h.primeSenders("before the rollover", roPair(a))
+
+		common := []string{"--config", h.cfgPath, "--host", h.name}
+		start = h.startCAMigration(f)
+		gate := filepath.Join(t.TempDir(), "gate")
+		roWrite(t, gate, nil, 0o600)
+		done := make(chan sfResult, 1)
+		go func() {
+			done <- h.run([]string{"TLSACTL_FAILPOINT_PAUSE=before-set:" + gate}, append([]string{"rollover", "run"}, common...)...)
+		}()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			if _, err := os.Stat(gate + ".reached"); err == nil {
+				break
+			}
+			select {
+			case r := <-done:
+				t.Fatalf("rollover run ended (exit %d) before its change:\n%s%s", r.code, r.out, r.errOut)
+			case <-time.After(50 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("rollover run never reached its change")
+			}
+		}
+		extra := roRec(backup.Leaf, tlsa.DANEEE)
+		if err := b.knot.Update(b.ctx, b.zone, []dns.RR{h.rr(fmt.Sprintf("%s %d IN TLSA %s", h.owner, sfTTL, extra))}, nil); err != nil {
+			t.Fatal(err)
+		}
+		editAt := time.Now()
+		h.waitKnot("after the other writer's add", roSorted(append(roPair(a), extra)...))
+		if err := os.Remove(gate); err != nil {
+			t.Fatal(err)
+		}
+		r := <-done
+		h.wantCode("the held rollover run", r, 0)
+		newTA := roRec(nb.Intermediate, tlsa.DANETA)
+		h.waitKnot("after the first run", roSorted(append(roPair(a), extra, newTA)...))
+		h.checkServes("after the first run", a)
+		st, ok := h.status()
+		if !ok {
+			t.Fatal("no rollover status")
+		}
+		var changed *sfEvent
+		for i := range st.History {
+			if e := &st.History[i]; e.What == "changed underneath" && !e.At.Before(editAt) {
+				changed = e
+			}
+		}
+		if changed == nil {
+			t.Errorf("the history has no %q event after the other writer's add:\n%s", "changed underneath", st.dump())
+		} else {
+			t.Logf("refused change seen: %s %s", sfClock(changed.At), changed.Detail)
+		}
+
+		r = h.run(nil, append([]string{"rollover", "run"}, append(common, "--wait", "--timeout", "2m")...)...)
+		h.wantCode("rollover run --wait", r, 0)
+		h.waitServes(nb)
+		h.waitSendersMatch("end", nb)
+		got := h.knotAt(h.rrOwner, dns.TypeTLSA)
+		if !h.matches(got, nb) || !slices.Contains(got, extra) {
+			t.Errorf("end: Knot serves %v; want records matching the new chain and the other writer's %s", got, extra)
+		}
+		if st, ok = h.status(); ok {
+			t.Logf("status:\n%s", st.dump())
+		}
 	})
 }

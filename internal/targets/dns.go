@@ -35,7 +35,10 @@ type ProviderDNS struct {
 	servers    []providers.AuthServer
 }
 
-var _ rollover.BatchDNS = (*ProviderDNS)(nil)
+var (
+	_ rollover.BatchDNS            = (*ProviderDNS)(nil)
+	_ rollover.ConditionalBatchDNS = (*ProviderDNS)(nil)
+)
 
 // Config is what Resolve needs to know about one host.
 type Config struct {
@@ -381,6 +384,50 @@ func (d *ProviderDNS) Set(ctx context.Context, want rollover.RRSet) error {
 		}
 	}
 	_, err := providers.SetTLSA(ctx, d.cfg.Provider, d.zone, cur, rrset(d.owner, want))
+	return err
+}
+
+// SetIf replaces the RRset at the owner in one provider call made only if
+// the provider still holds expect's records (none: no RRset), where the
+// provider can check that (providers.ConditionalSetter: RFC 2136
+// prerequisites, checked by the server in the same atomic UPDATE). Someone
+// else's change in between fails it with an error that is both
+// rollover.ErrRRsetChanged and providers.ErrRRsetChanged, nothing changed.
+// A provider that cannot check (the hosted APIs) gets the change
+// unconditionally, as Set makes it.
+func (d *ProviderDNS) SetIf(ctx context.Context, expect, want rollover.RRSet) error {
+	_, err := providers.SetTLSAIf(ctx, d.cfg.Provider, d.zone, []providers.RRSet{rrset(d.owner, expect)}, []providers.RRSet{rrset(d.owner, want)})
+	return changed(err)
+}
+
+// SetBatchIf is SetBatch made only if every owner's RRset is still
+// expect[owner] (missing or empty: no RRset), as SetIf: someone else's
+// change of any owner fails the whole call and changes no owner.
+func (d *ProviderDNS) SetBatchIf(ctx context.Context, expect, sets map[string]rollover.RRSet) error {
+	owners := slices.Sorted(maps.Keys(sets))
+	exp := make([]providers.RRSet, 0, len(owners))
+	batch := make([]providers.RRSet, 0, len(owners))
+	for _, owner := range owners {
+		exp = append(exp, rrset(owner, expect[owner]))
+		batch = append(batch, rrset(owner, sets[owner]))
+	}
+	_, err := providers.SetTLSAIf(ctx, d.cfg.Provider, d.zone, exp, batch)
+	return changed(err)
+}
+
+// changedError is a provider's refusal of a conditional change, which the
+// engine branches on as rollover.ErrRRsetChanged.
+type changedError struct{ err error }
+
+func (e changedError) Error() string   { return e.err.Error() }
+func (e changedError) Unwrap() []error { return []error{e.err, rollover.ErrRRsetChanged} }
+
+// changed marks err as rollover.ErrRRsetChanged when the provider refused
+// a conditional change.
+func changed(err error) error {
+	if errors.Is(err, providers.ErrRRsetChanged) {
+		return changedError{err}
+	}
 	return err
 }
 
