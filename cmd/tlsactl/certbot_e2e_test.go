@@ -69,6 +69,26 @@ func newCertbotBed(t *testing.T, zone string) *certbotBed {
 			if l, err := os.ReadFile(filepath.Join(cb.dir, "logs", "letsencrypt.log")); err == nil {
 				t.Logf("certbot log:\n%s", roTail(string(l), 6000))
 			}
+			// Every hook line of every certbot run (certbot keeps a log per
+			// run: letsencrypt.log, .1, .2, …) and every update Knot took.
+			logs, _ := filepath.Glob(filepath.Join(cb.dir, "logs", "letsencrypt.log*"))
+			var hooks []string
+			for _, f := range logs {
+				l, _ := os.ReadFile(f)
+				for _, line := range strings.Split(string(l), "\n") {
+					if strings.Contains(strings.ToLower(line), "hook") || strings.Contains(line, "Performing the following challenges") || strings.Contains(line, "Cleaning up") {
+						hooks = append(hooks, filepath.Base(f)+": "+line)
+					}
+				}
+			}
+			t.Logf("certbot hook lines:\n  %s", strings.Join(hooks, "\n  "))
+			var ddns []string
+			for _, line := range strings.Split(b.knot.Log(), "\n") {
+				if strings.Contains(line, "DDNS") {
+					ddns = append(ddns, line)
+				}
+			}
+			t.Logf("knotd updates:\n  %s", strings.Join(ddns, "\n  "))
 		}
 	})
 	host, port, _ := strings.Cut(b.knot.Addr, ":")

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
@@ -29,14 +28,7 @@ import (
 func TestServeLedgerInPostgres(t *testing.T) {
 	testbed.RequirePostgres(t)
 	const zone = "servepg.test."
-	knot := testbed.NewKnot(t, testbed.KnotConfig{Zones: []testbed.Zone{{Name: zone, Signed: true}}})
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	ds, err := knot.DS(ctx, zone)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unbound := testbed.NewUnbound(t, testbed.UnboundConfig{Stubs: []testbed.StubZone{{Name: zone, Addr: knot.Addr, TrustAnchor: ds}}})
+	ctx, knot, unbound := signedZoneBed(t, zone)
 	host := "mx.servepg.test"
 	chain := testbed.MustChain(t, testbed.ChainOptions{DNSNames: []string{host}})
 	cert := chain.TLSCertificate()

@@ -226,20 +226,27 @@ var knownDaysLint = map[string]bool{
 	`tlsactl_dane_single_record_days use base unit "seconds" instead of "days"`: true,
 }
 
+// signedZoneBed starts Knot serving zone signed and a validating Unbound
+// that trusts it; ctx ends with the test (at most two minutes).
+func signedZoneBed(t *testing.T, zone string) (context.Context, *testbed.Knot, *testbed.Unbound) {
+	t.Helper()
+	knot := testbed.NewKnot(t, testbed.KnotConfig{Zones: []testbed.Zone{{Name: zone, Signed: true}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	t.Cleanup(cancel)
+	ds, err := knot.DS(ctx, zone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, knot, testbed.NewUnbound(t, testbed.UnboundConfig{Stubs: []testbed.StubZone{{Name: zone, Addr: knot.Addr, TrustAnchor: ds}}})
+}
+
 // TestServeExporterLive runs `tlsactl serve` as a process against Knot, a
 // validating Unbound and a Go STARTTLS server: an OK, a WARNING and a
 // CRITICAL host on the schedule (/metrics) and on demand (/probe), a dead
 // host beside them, the ledger, and SIGTERM.
 func TestServeExporterLive(t *testing.T) {
 	const zone = "serve.test."
-	knot := testbed.NewKnot(t, testbed.KnotConfig{Zones: []testbed.Zone{{Name: zone, Signed: true}}})
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	ds, err := knot.DS(ctx, zone)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unbound := testbed.NewUnbound(t, testbed.UnboundConfig{Stubs: []testbed.StubZone{{Name: zone, Addr: knot.Addr, TrustAnchor: ds}}})
+	ctx, knot, unbound := signedZoneBed(t, zone)
 
 	// One STARTTLS server serves all three hosts (one port, one chain);
 	// their TLSA RRsets differ.

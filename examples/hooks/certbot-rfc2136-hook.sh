@@ -46,15 +46,26 @@ name="_acme-challenge.${CERTBOT_DOMAIN%.}."
 	exit 2
 }
 
-{
-	echo "server $server $port"
-	[ -z "${RFC2136_ZONE:-}" ] || echo "zone ${RFC2136_ZONE%.}."
-	echo "update $action $name $ttl IN TXT \"$CERTBOT_VALIDATION\""
-	echo "send"
-} | nsupdate -k "$key" || {
-	echo "$0: nsupdate ($action $name TXT at $server port $port) failed" >&2
-	exit 1
+# Over TCP (-v), as tlsactl sends its own updates: a busy primary may let a
+# UDP update time out. Adding or deleting the one value is idempotent, so a
+# failed attempt is tried again (three attempts in all).
+update() {
+	{
+		echo "server $server $port"
+		[ -z "${RFC2136_ZONE:-}" ] || echo "zone ${RFC2136_ZONE%.}."
+		echo "update $action $name $ttl IN TXT \"$CERTBOT_VALIDATION\""
+		echo "send"
+	} | nsupdate -v -t 20 -k "$key"
 }
+tries=1
+until update; do
+	if [ "$tries" -ge 3 ]; then
+		echo "$0: nsupdate ($action $name TXT at $server port $port) failed $tries times" >&2
+		exit 1
+	fi
+	tries=$((tries + 1))
+	sleep 1
+done
 [ "$action" = add ] || exit 0
 
 # certbot has the CA validate as soon as this hook returns: wait until every

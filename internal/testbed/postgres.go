@@ -504,20 +504,12 @@ func (p *Postgres) Restart(tb testing.TB) {
 // from the DSN parameter of that name.
 func (p *Postgres) TerminateBackends(tb testing.TB, applicationName string) int {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := p.admin(ctx, "postgres")
-	if err != nil {
-		tb.Fatalf("testbed: postgres: %v", err)
-	}
-	defer c.Close(context.Background())
 	var n int
-	err = c.QueryRow(ctx, `SELECT count(*) FROM (
+	p.withAdmin(tb, "postgres", fmt.Sprintf("terminate backends of %q", applicationName), func(ctx context.Context, c *pgx.Conn) error {
+		return c.QueryRow(ctx, `SELECT count(*) FROM (
 		SELECT pg_terminate_backend(pid, 5000) AS ok FROM pg_stat_activity
 		WHERE application_name = $1 AND pid <> pg_backend_pid()) t WHERE ok`, applicationName).Scan(&n)
-	if err != nil {
-		tb.Fatalf("testbed: postgres: terminate backends of %q: %v", applicationName, err)
-	}
+	})
 	return n
 }
 
@@ -526,28 +518,32 @@ func (p *Postgres) TerminateBackends(tb testing.TB, applicationName string) int 
 // session that closed and one opened later never look alike), sorted.
 func (p *Postgres) Sessions(tb testing.TB, db, prefix string) []string {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := p.admin(ctx, "postgres")
-	if err != nil {
-		tb.Fatalf("testbed: postgres: %v", err)
-	}
-	defer c.Close(context.Background())
-	rows, err := c.Query(ctx, `SELECT pid::text || '@' || backend_start::text FROM pg_stat_activity
+	var list []string
+	p.withAdmin(tb, "postgres", fmt.Sprintf("sessions of %q", prefix), func(ctx context.Context, c *pgx.Conn) error {
+		rows, err := c.Query(ctx, `SELECT pid::text || '@' || backend_start::text FROM pg_stat_activity
 		WHERE datname = $1 AND starts_with(application_name, $2) AND pid <> pg_backend_pid() ORDER BY 1`, db, prefix)
-	if err != nil {
-		tb.Fatalf("testbed: postgres: sessions of %q: %v", prefix, err)
-	}
-	list, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		tb.Fatalf("testbed: postgres: sessions of %q: %v", prefix, err)
-	}
+		if err != nil {
+			return err
+		}
+		list, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
 	return list
 }
 
 // Exec runs sql as the superuser in database db (for tests that need to
 // inspect or damage what a client wrote). It fails the test on error.
 func (p *Postgres) Exec(tb testing.TB, db, sql string, args ...any) {
+	tb.Helper()
+	p.withAdmin(tb, db, sql, func(ctx context.Context, c *pgx.Conn) error {
+		_, err := c.Exec(ctx, sql, args...)
+		return err
+	})
+}
+
+// withAdmin runs f on a superuser connection to database db (30 s at
+// most), failing the test with what on error.
+func (p *Postgres) withAdmin(tb testing.TB, db, what string, f func(context.Context, *pgx.Conn) error) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -556,8 +552,8 @@ func (p *Postgres) Exec(tb testing.TB, db, sql string, args ...any) {
 		tb.Fatalf("testbed: postgres: %v", err)
 	}
 	defer c.Close(context.Background())
-	if _, err := c.Exec(ctx, sql, args...); err != nil {
-		tb.Fatalf("testbed: postgres: %s: %v", sql, err)
+	if err := f(ctx, c); err != nil {
+		tb.Fatalf("testbed: postgres: %s: %v", what, err)
 	}
 }
 
