@@ -486,7 +486,9 @@ func (f *Fleet) phaseFromState(m *Migration, i int, st *State, err error, now ti
 	reason, next := "", st.NotBefore
 	if err != nil {
 		reason, next = err.Error(), now.Add(f.poll(m))
-	} else if n := len(st.History); n > 0 && st.History[n-1].What == "waiting" {
+	} else if n := len(st.History); n > 0 && st.History[n-1].What == "waiting" && st.NotBefore.After(now) {
+		// Only while the wait holds: a wait that has run out says nothing
+		// of where the host is now.
 		reason = st.History[n-1].Detail
 	}
 	switch st.Status {

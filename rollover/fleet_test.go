@@ -1028,3 +1028,27 @@ func TestPublishBatchSharedOwnerConflict(t *testing.T) {
 	}
 	assertClean(t, fw.w, fw.store)
 }
+
+// TestFleetPhaseReasonNotStale: a host's reason is its rollover's last
+// "waiting" event only while that wait holds; once it has run out the
+// phase's own description is shown, not a wait that is over.
+func TestFleetPhaseReasonNotStale(t *testing.T) {
+	f := &Fleet{Poll: time.Hour}
+	now := testBase.Add(time.Hour)
+	waitEv := Event{At: testBase, Step: StepWaitTTL, What: "waiting", Detail: "the old RRset may be cached until 01:05"}
+	for _, tc := range []struct {
+		name      string
+		notBefore time.Time
+		want      string
+	}{
+		{"wait holds", now.Add(time.Minute), waitEv.Detail},
+		{"wait over", now.Add(-time.Minute), "the RRsets without the new issuer set may still be cached"},
+	} {
+		m := &Migration{Hosts: []HostProgress{{Host: testHost + "."}}}
+		st := &State{Plan: PlanCAMigration, Status: StatusActive, Step: stepIndex(PlanCAMigration, StepWaitTTL), NotBefore: tc.notBefore, History: []Event{waitEv}}
+		f.phaseFromState(m, 0, st, nil, now)
+		if h := m.Hosts[0]; h.Phase != PhaseWaitTTL || h.Reason != tc.want {
+			t.Errorf("%s: phase %s, reason %q; want %s, %q", tc.name, h.Phase, h.Reason, PhaseWaitTTL, tc.want)
+		}
+	}
+}

@@ -45,30 +45,7 @@ func readInput(path string, stdin io.Reader) ([]byte, error) {
 		}
 		return b, nil
 	}
-	st, err := os.Stat(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return nil, fmt.Errorf("%s: no such file; check the path", path)
-	case err != nil:
-		return nil, fmt.Errorf("%s: %w", path, unwrapPathError(err))
-	case st.IsDir():
-		return nil, fmt.Errorf("%s: is a directory; give a file, or a glob such as '%s/*.pem'", path, strings.TrimSuffix(path, "/"))
-	case st.Size() > maxInputSize:
-		return nil, fmt.Errorf("%s: %d bytes is larger than the %d MiB limit; is this really a certificate, key or CSR?", path, st.Size(), maxInputSize>>20)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, unwrapPathError(err))
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxInputSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, unwrapPathError(err))
-	}
-	if len(b) > maxInputSize {
-		return nil, fmt.Errorf("%s: larger than the %d MiB limit", path, maxInputSize>>20)
-	}
-	return b, nil
+	return safefile.ReadLimited(path, maxInputSize, false, "; is this really a certificate, key or CSR?")
 }
 
 func unwrapPathError(err error) error {

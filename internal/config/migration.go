@@ -6,7 +6,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net/url"
 	"os"
@@ -582,40 +581,7 @@ func atLeastOne(v *int64, def int) (int, error) {
 // readRegular reads a regular file of at most limit bytes (no devices or
 // pipes, which could block or never end).
 func readRegular(p string, limit int64) ([]byte, error) {
-	st, err := os.Stat(p)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return nil, fmt.Errorf("%s: no such file; check the path", p)
-	case err != nil:
-		return nil, fmt.Errorf("%s: %v", p, unwrapPathErr(err))
-	case st.IsDir():
-		return nil, fmt.Errorf("%s: is a directory; give a file, or a glob such as '%s/*.pem'", p, strings.TrimSuffix(p, "/"))
-	case !st.Mode().IsRegular():
-		return nil, fmt.Errorf("%s: not a regular file", p)
-	case st.Size() > limit:
-		return nil, fmt.Errorf("%s: %d bytes is larger than the %d KiB limit", p, st.Size(), limit>>10)
-	}
-	fh, err := os.Open(p)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %v", p, unwrapPathErr(err))
-	}
-	defer fh.Close()
-	b, err := io.ReadAll(io.LimitReader(fh, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %v", p, unwrapPathErr(err))
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s: larger than the %d KiB limit", p, limit>>10)
-	}
-	return b, nil
-}
-
-func unwrapPathErr(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
+	return safefile.ReadLimited(p, limit, true, "")
 }
 
 // readCAFile returns the certificates of a PEM (or DER) file; one without

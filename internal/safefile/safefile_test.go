@@ -381,3 +381,47 @@ func TestCheckPrivateNotAFile(t *testing.T) {
 		t.Errorf("CheckPrivate(link to 0644) = %v", err)
 	}
 }
+
+// TestReadLimited: each refusal is one line naming the file and the fix;
+// a named pipe is read unless a regular file is required.
+func TestReadLimited(t *testing.T) {
+	dir := t.TempDir()
+	ok := filepath.Join(dir, "ca.pem")
+	big := filepath.Join(dir, "big.pem")
+	fifo := filepath.Join(dir, "fifo")
+	if err := os.WriteFile(ok, []byte("pem"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(big, make([]byte, 2048), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	go func() { // the writer end of the pipe, as bash's <(…) is
+		if f, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+			_, _ = f.Write([]byte("piped"))
+			f.Close()
+		}
+	}()
+	for _, tc := range []struct {
+		name, path string
+		regular    bool
+		want, err  string
+	}{
+		{"file", ok, true, "pem", ""},
+		{"missing", filepath.Join(dir, "nope.pem"), false, "", "nope.pem: no such file; check the path"},
+		{"directory", dir, false, "", "is a directory; give a file, or a glob such as '" + dir + "/*.pem'"},
+		{"too large", big, false, "", "big.pem: 2048 bytes is larger than the 1 KiB limit; a hint"},
+		{"pipe refused", fifo, true, "", "fifo: not a regular file"},
+		{"pipe read", fifo, false, "piped", ""},
+	} {
+		b, err := ReadLimited(tc.path, 1024, tc.regular, "; a hint")
+		switch {
+		case tc.err == "" && (err != nil || string(b) != tc.want):
+			t.Errorf("%s: %q, %v; want %q", tc.name, b, err, tc.want)
+		case tc.err != "" && (err == nil || !strings.HasSuffix(err.Error(), tc.err) || strings.Contains(err.Error(), "\n")):
+			t.Errorf("%s: error %v, want one line ending %q", tc.name, err, tc.err)
+		}
+	}
+}
