@@ -83,7 +83,10 @@ type fleetWorld struct {
 	batches map[string]int // SetBatch calls by key
 	refused map[string]int // conditional batches refused, by key
 	// extra are records someone else added, by TLSA owner: they stay.
-	extra   map[string][]tlsa.Record
+	extra map[string][]tlsa.Record
+	// leaves are each host's old and new certificate (getFleetLeaves, but
+	// hosts of one deploy target share theirs: shareDeploy).
+	leaves  map[string][2]testLeaf
 	deploys []deployRec
 	spec    MigrationSpec
 	crashes int
@@ -111,7 +114,7 @@ func newFleetWorld(tb testing.TB, o fleetOpts) *fleetWorld {
 	p := getPKI(tb)
 	leaves := getFleetLeaves(tb)
 	fw := &fleetWorld{w: emptyWorld(tb), store: newMemStore(), zone: map[string]string{}, dns: map[string]*fakeDNS{},
-		arrive: map[string]time.Time{}, batches: map[string]int{}, refused: map[string]int{}, extra: map[string][]tlsa.Record{}}
+		arrive: map[string]time.Time{}, batches: map[string]int{}, refused: map[string]int{}, extra: map[string][]tlsa.Record{}, leaves: maps.Clone(leaves)}
 	fw.c = &crasher{w: fw.w}
 	for i := range o.hosts {
 		name := fleetHostName(i)
@@ -226,7 +229,7 @@ func (s fleetSource) Fetch(ctx context.Context, host string) (*Material, error) 
 	if !ok || at.IsZero() || s.fw.w.now().Before(at) {
 		return nil, nil
 	}
-	m := getFleetLeaves(s.fw.w.tb)[name][1].mat
+	m := s.fw.leaves[name][1].mat
 	return &m, nil
 }
 
@@ -339,7 +342,7 @@ func (fw *fleetWorld) migration(tb testing.TB) *Migration {
 func (fw *fleetWorld) assertHosts(tb testing.TB, m *Migration) {
 	tb.Helper()
 	p := getPKI(tb)
-	leaves := getFleetLeaves(tb)
+	leaves := fw.leaves
 	for _, h := range m.Hosts {
 		name := strings.TrimSuffix(h.Host, ".")
 		sh := fw.w.host(name)
@@ -985,6 +988,99 @@ func (fw *fleetWorld) shareOwner(tb testing.TB) (a, b *simHost, shared *fakeDNS)
 	b.dns = shared
 	fw.w.zones = slices.DeleteFunc(fw.w.zones, func(d *fakeDNS) bool { return d.Owner() == "_25._tcp."+b.name+"." })
 	return a, b, shared
+}
+
+// shareDeploy makes hosts i and j one deploy target (Target.Peers): one
+// server serving one chain valid for both names — the old one from CA 1,
+// the new one (what fleetSource hands out for both) from CA 2 — with each
+// host's own TLSA owner holding CA 1's 2 1 1 and the shared leaf's 3 1 1.
+func (fw *fleetWorld) shareDeploy(tb testing.TB, i, j int) (a, b *simHost) {
+	tb.Helper()
+	p := getPKI(tb)
+	a, b = fw.w.hosts[i], fw.w.hosts[j]
+	var pair [2]testLeaf
+	nb, na := testBase.AddDate(0, -1, 0), testBase.AddDate(1, 0, 0)
+	for k, ca := range []*testCA{p.ca1, p.ca2} {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if pair[k], err = ca.leaf(key, fmt.Sprintf("%s+%s %d", a.name, b.name, k), []string{a.name, b.name}, nb, na); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	dep := fw.w.addDeployer(pair[0].chain, 2)
+	for _, h := range []*simHost{a, b} {
+		h.dep = dep
+		fw.leaves[h.name] = pair
+		d := h.dns
+		d.changes[0].rr.Records = []tlsa.Record{ta211(p.ca1.inter), ee311(pair[0].cert)}
+		for r := range d.res {
+			d.res[r] = resolver{}
+			d.lookup(r, 0)
+		}
+		fw.store.seed(d.Owner(), d.changes[0].rr, 60, testBase.Add(-48*time.Hour))
+	}
+	a.peers, b.peers = []string{b.name}, []string{a.name}
+	return a, b
+}
+
+// TestFleetSharedDeployTarget: two hosts of the fleet are one server (one
+// certificate for both names, one deploy), each with its own TLSA owner in
+// its own zone; someone else reverts one owner during the wait. Both are
+// done with the new certificate served and each owner final; the world
+// invariant holds for both owners at every call boundary, with crashes.
+func TestFleetSharedDeployTarget(t *testing.T) {
+	for _, crashEvery := range []int{0, 60} {
+		t.Run(fmt.Sprintf("crash%d", crashEvery), func(t *testing.T) {
+			rng := mrand.New(mrand.NewPCG(uint64(crashEvery), 11))
+			fw := newFleetWorld(t, fleetOpts{hosts: 6, parallel: 2, failures: 1, delays: []time.Duration{0, 30 * time.Second}, ttl: 600})
+			a, b := fw.shareDeploy(t, 1, 2) // zones z1 and z2
+			f := fw.fleet()
+			if _, err := f.Create(context.Background(), fw.spec); err != nil {
+				t.Fatal(err)
+			}
+			// During the TTL wait someone else puts b's old RRset back: the
+			// shared server (a's deploy too) must wait until b's owner has
+			// the new CA's 2 1 1 again and it has aged.
+			reverted := false
+			between := func() {
+				if reverted {
+					return
+				}
+				if m, err := fw.store.LoadMigration("fleet"); err == nil {
+					if i := m.index(b.name + "."); i >= 0 && m.Hosts[i].Phase == PhaseWaitTTL {
+						b.dns.write(b.dns.changes[0].rr.Records, 600, true)
+						fw.w.logf("  someone else put back %s's old RRset", b.name)
+						reverted = true
+					}
+				}
+			}
+			m := fw.run(t, rng, crashEvery, testBase.AddDate(0, 0, 1), between)
+			if !reverted {
+				t.Fatal("the external revert never happened")
+			}
+			assertClean(t, fw.w, fw.store)
+			fw.assertHosts(t, m)
+			if c := m.Counts(); c[PhaseDone] != 6 {
+				t.Fatalf("phases %s, want all 6 done", phaseCounts(m))
+			}
+			if !allServe(a.dep.addrs, fw.leaves[a.name][1].cert) || a.dep != b.dep {
+				t.Errorf("%s and %s: the shared server does not serve the shared new certificate", a.name, b.name)
+			}
+			t.Logf("%s after %s; %d deploys recorded (%d to the shared server's hosts), %d crashes", phaseCounts(m), fw.w.now().Sub(testBase), len(fw.deploys), countDeploys(fw.deploys, a.name, b.name), fw.crashes)
+		})
+	}
+}
+
+func countDeploys(ds []deployRec, names ...string) int {
+	n := 0
+	for _, d := range ds {
+		if slices.Contains(names, d.host) {
+			n++
+		}
+	}
+	return n
 }
 
 // TestPublishBatchSharedOwnerConflict: two hosts of one batch share a TLSA
