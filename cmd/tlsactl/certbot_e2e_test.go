@@ -366,4 +366,44 @@ func TestCertbotHookE2E(t *testing.T) {
 	if len(m.Answer) != 0 {
 		t.Errorf("_acme-challenge.%s TXT left in the zone: %v", h.name, m.Answer)
 	}
+
+	// (e) A CNAME'd challenge (delegated, as operators do for names whose
+	// zone they cannot update): the hook writes the TXT at the CNAME's
+	// target, Pebble follows the CNAME, the cleanup removes it there.
+	alias := "alias." + strings.TrimSuffix(cb.zone, ".")
+	target := "_acme-challenge.delegated." + cb.zone
+	var add []dns.RR
+	for _, l := range []string{alias + ". 60 IN A 127.0.0.1", "_acme-challenge." + alias + ". 60 IN CNAME " + target} {
+		rr, err := dns.NewRR(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		add = append(add, rr)
+	}
+	if err := cb.knot.Update(cb.ctx, cb.zone, add, nil); err != nil {
+		t.Fatal(err)
+	}
+	cb.mustCertbot(t, nil, append([]string{"certonly"}, append(cb.certonlyFlags(), "-d", alias)...)...)
+	if c := cb.lineage(t, alias); !slices.Contains(c.leaf.DNSNames, alias) {
+		t.Errorf("(e) certificate for %v, want %s", c.leaf.DNSNames, alias)
+	}
+	for _, q := range []struct {
+		name  string
+		qtype uint16
+		want  int
+	}{{target, dns.TypeTXT, 0}, {"_acme-challenge." + alias + ".", dns.TypeCNAME, 1}} {
+		m, err := testbed.Query(cb.ctx, cb.knot.Addr, q.name, q.qtype)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, rr := range m.Answer {
+			if rr.Header().Rrtype == q.qtype {
+				n++
+			}
+		}
+		if n != q.want {
+			t.Errorf("(e) after the CNAME'd challenge: %d %s at %s, want %d: %v", n, dns.TypeToString[q.qtype], q.name, q.want, m.Answer)
+		}
+	}
 }

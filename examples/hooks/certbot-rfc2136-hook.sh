@@ -23,7 +23,9 @@
 #
 # "add" returns once every RFC2136_CHECK server answers the TXT record (dig
 # from bind9-dnsutils), or fails after RFC2136_WAIT seconds; "delete" removes
-# this challenge's value only. The key is read from its file, never put on a
+# this challenge's value only. An _acme-challenge name that is a CNAME on the
+# primary is followed once: the record goes to its target (which that server
+# must also take updates for). The key is read from its file, never put on a
 # command line.
 set -eu
 action=${1:-}
@@ -45,6 +47,16 @@ name="_acme-challenge.${CERTBOT_DOMAIN%.}."
 	echo "$0: TSIG key file $key is not readable: set RFC2136_KEY_FILE" >&2
 	exit 2
 }
+
+# A CNAME'd _acme-challenge (the challenge delegated to another name or
+# zone, as many operators do): the CA follows the CNAME, so the TXT record
+# is written at its target. RFC2136_ZONE names the domain's zone, so it is
+# dropped and nsupdate asks the server which zone holds the target.
+target=$(dig +short +norecurse +time=2 +tries=2 -p "$port" "@$server" "$name" CNAME | head -n 1)
+if [ -n "$target" ]; then
+	name=$target
+	RFC2136_ZONE=
+fi
 
 # Over TCP (-v), as tlsactl sends its own updates: a busy primary may let a
 # UDP update time out. Adding or deleting the one value is idempotent, so a
