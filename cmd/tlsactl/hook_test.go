@@ -145,7 +145,10 @@ func (h *roHost) loadState() *rollover.State {
 func TestHookLegoCertbot(t *testing.T) {
 	b := newRoBed(t, "hook.test", "mx", "mx2")
 	h := b.newRoHost(t, "mx", 3)
-	h2 := b.newRoHost(t, "mx2", 3)
+	// mx2's TTL is longer: its issuer-set case needs the hook to run "a
+	// moment after the publish", well inside TTL + margin even on a loaded
+	// machine (with 3 s a slow publish --wait had let the hold expire).
+	h2 := b.newRoHost(t, "mx2", 10)
 	a := h.initial
 
 	// (e) Bad input: exit 2, one line on stderr, nothing changed.
