@@ -15,6 +15,7 @@ import (
 	"github.com/tlsactl/tlsactl/internal/check"
 	"github.com/tlsactl/tlsactl/internal/config"
 	"github.com/tlsactl/tlsactl/internal/dnsx"
+	"github.com/tlsactl/tlsactl/internal/exporter"
 	"github.com/tlsactl/tlsactl/internal/safefile"
 	"github.com/tlsactl/tlsactl/internal/starttls"
 	"github.com/tlsactl/tlsactl/rollover"
@@ -317,53 +318,10 @@ func countActionable(fs []check.Finding) int {
 	return n
 }
 
-// writePrometheus writes a node-exporter textfile atomically (see
-// writeFileAtomic); the temporary name does not end in .prom, so the
-// collector never reads it.
+// writePrometheus writes the check's node-exporter textfile (the
+// exporter's series and help texts; see exporter.WriteTextfile).
 func writePrometheus(path string, rep check.Report) error {
-	var b strings.Builder
-	// gauge writes one gauge with a sample per host address for which value
-	// has one (an int or a float64).
-	gauge := func(name, help string, value func(h check.HostReport, a check.AddressReport) (any, bool)) {
-		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name)
-		for _, h := range rep.Hosts {
-			for _, a := range h.Addresses {
-				if v, ok := value(h, a); ok {
-					fmt.Fprintf(&b, "%s{host=%q,address=%q} %v\n", name, strings.TrimSuffix(h.Host, "."), a.Address, v)
-				}
-			}
-		}
-	}
-	gauge("tlsactl_host_status", "Check status per MX host address: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
-		func(h check.HostReport, a check.AddressReport) (any, bool) {
-			return int(check.Worst(h.Status, a.Status)), true
-		})
-	gauge("tlsactl_tlsa_matching_records", "Usable TLSA records that match the served chain.",
-		func(_ check.HostReport, a check.AddressReport) (any, bool) { return a.Matched, true })
-	gauge("tlsactl_certificate_expiry_days", "Days until the served leaf certificate expires.",
-		func(_ check.HostReport, a check.AddressReport) (any, bool) {
-			if a.DaysToExpiry == nil {
-				return nil, false
-			}
-			return *a.DaysToExpiry, true
-		})
-	gauge("tlsactl_tlsa_usable_records", "Usable TLSA records (DANE-TA or DANE-EE with known parameters) of the host's RRset, as evaluated for the address.",
-		func(_ check.HostReport, a check.AddressReport) (any, bool) { return a.Usable, true })
-	gauge("tlsactl_dane_break_days", "Days until no TLSA record that matches now matches any more (forecast; 0 when none matches now; absent when one never stops on its own).",
-		func(_ check.HostReport, a check.AddressReport) (any, bool) {
-			if a.Forecast == nil || a.Forecast.BreakDays == nil {
-				return nil, false
-			}
-			return *a.Forecast.BreakDays, true
-		})
-	gauge("tlsactl_dane_single_record_days", "Days until at most one TLSA record will still match (forecast; absent when not foreseen or already at most one).",
-		func(_ check.HostReport, a check.AddressReport) (any, bool) {
-			if a.Forecast == nil || a.Forecast.SingleDays == nil {
-				return nil, false
-			}
-			return *a.Forecast.SingleDays, true
-		})
-	return writeFileAtomic(path, []byte(b.String()), 0o644)
+	return exporter.WriteTextfile(path, rep)
 }
 
 // writeFileAtomic writes data to path with mode through a temporary file in

@@ -236,11 +236,13 @@ func TestCheckForecastLive(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			lbl := fmt.Sprintf(`{host=%q,address="127.0.0.1"}`, l.host)
-			if !strings.Contains(string(pb), "tlsactl_tlsa_usable_records"+lbl) ||
-				strings.Contains(string(pb), "tlsactl_dane_break_days"+lbl) != l.wantBreaks ||
-				strings.Contains(string(pb), "tlsactl_dane_single_record_days"+lbl) != l.wantSingle {
-				t.Errorf("prometheus file:\n%s", pb)
+			mf := families(t, string(pb))
+			ha := []string{"host", l.host, "address", "127.0.0.1"}
+			_, usable := value(mf, "tlsactl_tlsa_usable_records", ha...)
+			_, breaks := value(mf, "tlsactl_dane_break_days", ha...)
+			_, single := value(mf, "tlsactl_dane_single_record_days", ha...)
+			if !usable || breaks != l.wantBreaks || single != l.wantSingle {
+				t.Errorf("prometheus file (break days present %v, want %v; single record days %v, want %v):\n%s", breaks, l.wantBreaks, single, l.wantSingle, pb)
 			}
 			t.Logf("%s text:\n%s", l.name, out)
 		})

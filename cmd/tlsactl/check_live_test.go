@@ -77,14 +77,35 @@ func TestCheckCommandLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{
-		`tlsactl_host_status{host="mx.cli.test",address="127.0.0.1"} 0`,
-		`tlsactl_tlsa_matching_records{host="mx.cli.test",address="127.0.0.1"} 2`,
-		`tlsactl_certificate_expiry_days{host="mx.cli.test",address="127.0.0.1"} 8`, // 90-day leaf
-	} {
-		if !strings.Contains(string(pb), want) {
-			t.Errorf("prometheus file lacks %q:\n%s", want, pb)
+	// The textfile has the exporter's series and help texts (one writer:
+	// exporter.WriteTextfile), and passes promtool.
+	mf := families(t, string(pb))
+	ha := []string{"host", "mx.cli.test", "address", "127.0.0.1"}
+	expect(t, mf, 0, "tlsactl_host_status", ha...)
+	expect(t, mf, 2, "tlsactl_tlsa_matching_records", ha...)
+	expect(t, mf, 2, "tlsactl_tlsa_usable_records", ha...)
+	expect(t, mf, 0, "tlsactl_tlsa_dnssec_bogus", "host", "mx.cli.test")
+	if d, ok := value(mf, "tlsactl_certificate_expiry_days", ha...); !ok || d < 80 || d > 90 { // 90-day leaf
+		t.Errorf("tlsactl_certificate_expiry_days = %g (present %v), want the 90-day leaf's ~89\n%s", d, ok, pb)
+	}
+	if !strings.Contains(string(pb), "# HELP tlsactl_host_status DANE check status of an MX host address") {
+		t.Errorf("the textfile's help texts are not the exporter's:\n%s", pb)
+	}
+	for _, name := range []string{"tlsactl_check_success", "tlsactl_check_duration_seconds", "tlsactl_last_check_timestamp_seconds"} {
+		if mf[name] != nil {
+			t.Errorf("the textfile of a one-off check has %s, which it does not measure", name)
 		}
+	}
+	promtoolCheck(t, string(pb))
+
+	// A host that does not resolve keeps its status series (address=""),
+	// so an alert on it fires instead of the series vanishing.
+	nx := filepath.Join(t.TempDir(), "nx.prom")
+	runCLI(t, "", "check", "--resolver", unbound.Addr, "--port", port, "--host", "nx.cli.test", "--prometheus", nx)
+	if nb, err := os.ReadFile(nx); err != nil {
+		t.Error(err)
+	} else if v, ok := value(families(t, string(nb)), "tlsactl_host_status", "host", "nx.cli.test", "address", ""); !ok || v == 0 {
+		t.Errorf("unresolvable host: tlsactl_host_status{address=\"\"} = %g (present %v), want a non-OK status\n%s", v, ok, nb)
 	}
 
 	// Replace the 3 1 1 with a stale one: the 2 1 1 still covers, WARNING.

@@ -69,6 +69,9 @@ type results struct {
 	hosts   map[string]HostResult
 	domains map[string]check.DomainReport
 	seen    map[string]bool // keys stored since the last reset mark (sweep)
+	// oneOff: the results of one check run (WriteTextfile), which measures
+	// no completion, duration or finish time: those series are left out.
+	oneOff bool
 }
 
 func newResults() *results {
@@ -178,6 +181,9 @@ func (r *results) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 		gauge(descBogus, bool01(h.Report.TLSA.Status == dnsx.Bogus.String()), host)
+		if r.oneOff {
+			continue
+		}
 		gauge(descSuccess, bool01(h.Success), host)
 		gauge(descDuration, h.Duration.Seconds(), host)
 		gauge(descLastCheck, float64(h.Finished.UnixMilli())/1000, host)
@@ -185,6 +191,32 @@ func (r *results) Collect(ch chan<- prometheus.Metric) {
 	for _, d := range r.domainList() {
 		gauge(descMXSecure, bool01(d.MXStatus == dnsx.Secure.String()), label(d.Domain))
 	}
+}
+
+// WriteTextfile writes the results of one check (tlsactl check
+// --prometheus) to path for node-exporter's textfile collector, atomically
+// (prometheus.WriteToTextfile: a temporary file, whose name does not end
+// in .prom, renamed over path; mode 0644). The series are those of the
+// exporter's /metrics, with the same names, labels and help texts —
+// including a host whose addresses could not be checked (address="") and
+// the domains' MX status — but without tlsactl_check_success,
+// tlsactl_check_duration_seconds and tlsactl_last_check_timestamp_seconds,
+// which a one-off check does not measure (node-exporter adds the file's
+// modification time).
+func WriteTextfile(path string, rep check.Report) error {
+	r := newResults()
+	r.oneOff = true
+	for _, h := range rep.Hosts {
+		r.putHost(HostResult{Report: h})
+	}
+	for _, d := range rep.Domains {
+		r.putDomain(d)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(r); err != nil {
+		return err
+	}
+	return prometheus.WriteToTextfile(path, reg)
 }
 
 func bool01(b bool) float64 {
