@@ -179,74 +179,55 @@ func copyHost(ctx context.Context, dst, src Store, h string, state bool, names [
 
 // verifyCopy reads everything back from dst and compares it with src.
 func verifyCopy(dst, src Store, hosts, matHosts []string, mats map[string][]string, owners, migs []string) error {
-	same := func(what string, a, b []byte) error {
-		if !bytes.Equal(a, b) {
-			return fmt.Errorf("rollover: copy: %s read back from the destination differs from the source", what)
-		}
-		return nil
-	}
 	for _, h := range hosts {
-		a, err := src.Load(h)
-		if err != nil {
-			return err
-		}
-		b, err := dst.Load(h)
-		if err != nil {
-			return fmt.Errorf("rollover: copy: reading back the state of %s: %w", h, err)
-		}
-		ja, _ := encodeState(a)
-		jb, _ := encodeState(b)
-		if err := same("the state of "+h, ja, jb); err != nil {
+		if err := readBack("the state of "+h, src, dst, Store.Load, h, encodeState); err != nil {
 			return err
 		}
 	}
 	for _, h := range matHosts {
 		for _, n := range mats[h] {
-			a, err := src.GetMaterial(h, n)
-			if err != nil {
-				return err
-			}
-			b, err := dst.GetMaterial(h, n)
-			if err != nil {
-				return fmt.Errorf("rollover: copy: reading back material %s/%s: %w", h, n, err)
-			}
-			if err := errors.Join(same("the chain of "+h+"/"+n, a.ChainPEM, b.ChainPEM), same("the key of "+h+"/"+n, a.KeyPEM, b.KeyPEM)); err != nil {
+			get := func(s Store, h string) (Material, error) { return s.GetMaterial(h, n) }
+			enc := func(m Material) ([]byte, error) { return append(append(append([]byte(nil), m.ChainPEM...), 0), m.KeyPEM...), nil } // PEM holds no NUL
+			if err := readBack("material "+h+"/"+n, src, dst, get, h, enc); err != nil {
 				return err
 			}
 		}
 	}
 	for _, o := range owners {
-		a, err := src.LoadLedger(o)
-		if err != nil {
-			return err
-		}
-		b, err := dst.LoadLedger(o)
-		if err != nil {
-			return fmt.Errorf("rollover: copy: reading back the ledger of %s: %w", o, err)
-		}
-		ja, _ := encodeLedger(a, o)
-		jb, _ := encodeLedger(b, o)
-		if err := same("the ledger of "+o, ja, jb); err != nil {
+		enc := func(l *Ledger) ([]byte, error) { return encodeLedger(l, o) }
+		if err := readBack("the ledger of "+o, src, dst, Store.LoadLedger, o, enc); err != nil {
 			return err
 		}
 	}
-	if len(migs) > 0 {
-		srcM, dstM := src.(MigrationStore), dst.(MigrationStore)
-		for _, name := range migs {
-			a, err := srcM.LoadMigration(name)
-			if err != nil {
-				return err
-			}
-			b, err := dstM.LoadMigration(name)
-			if err != nil {
-				return fmt.Errorf("rollover: copy: reading back migration %s: %w", name, err)
-			}
-			ja, _ := encodeMigration(a)
-			jb, _ := encodeMigration(b)
-			if err := same("migration "+name, ja, jb); err != nil {
-				return err
-			}
+	load := func(s Store, name string) (*Migration, error) { return s.(MigrationStore).LoadMigration(name) }
+	for _, name := range migs {
+		if err := readBack("migration "+name, src, dst, load, name, encodeMigration); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// readBack loads key from src and dst and compares their encodings.
+func readBack[T any](what string, src, dst Store, load func(Store, string) (T, error), key string, enc func(T) ([]byte, error)) error {
+	a, err := load(src, key)
+	if err != nil {
+		return err
+	}
+	b, err := load(dst, key)
+	if err != nil {
+		return fmt.Errorf("rollover: copy: reading back %s: %w", what, err)
+	}
+	ja, err := enc(a)
+	if err != nil {
+		return err
+	}
+	jb, err := enc(b)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(ja, jb) {
+		return fmt.Errorf("rollover: copy: %s read back from the destination differs from the source", what)
 	}
 	return nil
 }

@@ -30,7 +30,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -703,27 +702,8 @@ func TestACMELegoHookE2E(t *testing.T) {
 			if kn.code != 0 {
 				t.Fatalf("key next: exit %d\n%s%s", kn.code, kn.out, kn.errOut)
 			}
-			nextKey, err := os.ReadFile(filepath.Join(h.stateDir, "keys", h.name, "next-key.pem"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			blk, _ := pem.Decode(nextKey)
-			if blk == nil {
-				t.Fatal("next-key.pem holds no PEM")
-			}
-			priv, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-			if err != nil {
-				priv, err = x509.ParseECPrivateKey(blk.Bytes)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			pub, err := x509.MarshalPKIXPublicKey(priv.(interface{ Public() crypto.PublicKey }).Public())
-			if err != nil {
-				t.Fatal(err)
-			}
-			nextRec, _ := tlsa.Compute(tlsa.Material{Kind: tlsa.KindPublicKey, SPKI: pub}, tlsa.DANEEE, tlsa.SelectorSPKI, tlsa.MatchSHA256)
-			h.waitKnot(roSorted(certRec(c4.leaf, tlsa.DANEEE), certRec(c3.issuer, tlsa.DANETA), nextRec.String()))
+			nextRec := nextKeyRecord(t, h)
+			h.waitKnot(roSorted(certRec(c4.leaf, tlsa.DANEEE), certRec(c3.issuer, tlsa.DANETA), nextRec))
 			csr := filepath.Join(h.stateDir, "keys", h.name, "next.csr")
 			// The certificate may arrive before the next key's 3 1 1 has aged a
 			// TTL (then the hook holds it back, exit 75) or after (deployed at
@@ -738,11 +718,11 @@ func TestACMELegoHookE2E(t *testing.T) {
 				t.Fatalf("the renewal from the CSR: exit %d", code)
 			}
 			c5 := loadACMECert(t, lego.dir, h.name)
-			if certRec(c5.leaf, tlsa.DANEEE) != nextRec.String() {
+			if certRec(c5.leaf, tlsa.DANEEE) != nextRec {
 				t.Fatal("the certificate from the CSR is not on the next key")
 			}
 			h.assertServesACME("after (e)", c5)
-			h.assertKnot("after (e)", roSorted(nextRec.String(), certRec(c3.issuer, tlsa.DANETA)))
+			h.assertKnot("after (e)", roSorted(nextRec, certRec(c3.issuer, tlsa.DANETA)))
 			h.assertDone(h.status())
 
 			if major == 4 {

@@ -9,9 +9,6 @@ package main
 // server's).
 
 import (
-	"crypto"
-	"crypto/x509"
-	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -178,18 +175,8 @@ func TestACMERenewEmbeddedE2E(t *testing.T) {
 	if kn.code != 0 {
 		t.Fatalf("key next: exit %d\n%s%s", kn.code, kn.out, kn.errOut)
 	}
-	nextPEM, err := os.ReadFile(filepath.Join(h.stateDir, "keys", h.name, "next-key.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	blk, _ := pem.Decode(nextPEM)
-	priv, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, _ := x509.MarshalPKIXPublicKey(priv.(crypto.Signer).Public())
-	nextRec, _ := tlsa.Compute(tlsa.Material{Kind: tlsa.KindPublicKey, SPKI: pub}, tlsa.DANEEE, tlsa.SelectorSPKI, tlsa.MatchSHA256)
-	h.waitKnot(roSorted(certRec(c2.leaf, tlsa.DANEEE), certRec(inter, tlsa.DANETA), nextRec.String()))
+	nextRec := nextKeyRecord(t, h)
+	h.waitKnot(roSorted(certRec(c2.leaf, tlsa.DANEEE), certRec(inter, tlsa.DANETA), nextRec))
 	st = h.status()
 	if st.Plan != rollover.PlanKeyPrepublish || st.NotBefore.IsZero() {
 		t.Fatalf("after key next: %s rollover, not before %v", st.Plan, st.NotBefore)
@@ -202,8 +189,8 @@ func TestACMERenewEmbeddedE2E(t *testing.T) {
 	h.assertNoChallengeTXT("after (c)")
 	h.assertDone(h.status())
 	c3 := h.servedACME()
-	if certRec(c3.leaf, tlsa.DANEEE) != nextRec.String() {
+	if certRec(c3.leaf, tlsa.DANEEE) != nextRec {
 		t.Fatal("(c): the served certificate is not on the next key")
 	}
-	h.assertKnot("after (c): the old 3 1 1 retired", roSorted(nextRec.String(), certRec(inter, tlsa.DANETA)))
+	h.assertKnot("after (c): the old 3 1 1 retired", roSorted(nextRec, certRec(inter, tlsa.DANETA)))
 }
