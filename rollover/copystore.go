@@ -187,7 +187,9 @@ func verifyCopy(dst, src Store, hosts, matHosts []string, mats map[string][]stri
 	for _, h := range matHosts {
 		for _, n := range mats[h] {
 			get := func(s Store, h string) (Material, error) { return s.GetMaterial(h, n) }
-			enc := func(m Material) ([]byte, error) { return append(append(append([]byte(nil), m.ChainPEM...), 0), m.KeyPEM...), nil } // PEM holds no NUL
+			enc := func(m Material) ([]byte, error) {
+				return append(append(append([]byte(nil), m.ChainPEM...), 0), m.KeyPEM...), nil
+			} // PEM holds no NUL
 			if err := readBack("material "+h+"/"+n, src, dst, get, h, enc); err != nil {
 				return err
 			}
