@@ -207,14 +207,11 @@ func (s *PGStore) Load(host string) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := opContext()
-	defer cancel()
-	var doc string
-	err = s.pool.QueryRow(ctx, `SELECT doc FROM states WHERE host = $1`, h).Scan(&doc)
-	if errors.Is(err, pgx.ErrNoRows) {
+	doc, ok, err := s.doc(`SELECT doc FROM states WHERE host = $1`, h)
+	if err != nil {
+		return nil, fmt.Errorf("rollover: load state of %s from %s: %w", h, s.where, err)
+	} else if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrNoRollover, h)
-	} else if err != nil {
-		return nil, fmt.Errorf("rollover: load state of %s from %s: %w", h, s.where, unreachable(err))
 	}
 	return decodeState([]byte(doc), h, "state of "+h+" in "+s.where)
 }
@@ -342,14 +339,11 @@ func (s *PGStore) LoadLedger(owner string) (*Ledger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rollover: ledger: %w", err)
 	}
-	ctx, cancel := opContext()
-	defer cancel()
-	var doc string
-	err = s.pool.QueryRow(ctx, `SELECT doc FROM ledgers WHERE owner = $1`, o).Scan(&doc)
-	if errors.Is(err, pgx.ErrNoRows) || (err == nil && doc == "") {
+	doc, _, err := s.doc(`SELECT doc FROM ledgers WHERE owner = $1`, o)
+	if err != nil {
+		return nil, fmt.Errorf("rollover: ledger of %s in %s: %w", o, s.where, err)
+	} else if doc == "" { // no row, or the row UpdateLedger inserts before its first write
 		return &Ledger{Format: ledgerFormat, Owner: o + "."}, nil
-	} else if err != nil {
-		return nil, fmt.Errorf("rollover: ledger of %s in %s: %w", o, s.where, unreachable(err))
 	}
 	return decodeLedger([]byte(doc), o, "ledger of "+o+" in "+s.where)
 }
@@ -401,14 +395,11 @@ func (s *PGStore) LoadMigration(name string) (*Migration, error) {
 	if err := CheckMigrationName(name); err != nil {
 		return nil, err
 	}
-	ctx, cancel := opContext()
-	defer cancel()
-	var doc string
-	err := s.pool.QueryRow(ctx, `SELECT doc FROM migrations WHERE name = $1`, name).Scan(&doc)
-	if errors.Is(err, pgx.ErrNoRows) {
+	doc, ok, err := s.doc(`SELECT doc FROM migrations WHERE name = $1`, name)
+	if err != nil {
+		return nil, fmt.Errorf("rollover: migration %s in %s: %w", name, s.where, err)
+	} else if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrNoMigration, name)
-	} else if err != nil {
-		return nil, fmt.Errorf("rollover: migration %s in %s: %w", name, s.where, unreachable(err))
 	}
 	return decodeMigration([]byte(doc), name, "migration "+name+" in "+s.where)
 }
@@ -457,6 +448,19 @@ func (s *PGStore) ListMaterial(host string) ([]string, error) {
 // operator intervention, e.g. a shutdown or pg_terminate_backend), so the
 // engine retries rather than counting a failure. Other errors pass as
 // they are.
+// doc runs query (one doc column of the row keyed by $1) for key: ok is
+// false when there is no such row; transport errors are
+// ErrStoreUnavailable (see unreachable).
+func (s *PGStore) doc(query, key string) (doc string, ok bool, err error) {
+	ctx, cancel := opContext()
+	defer cancel()
+	err = s.pool.QueryRow(ctx, query, key).Scan(&doc)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", false, nil
+	}
+	return doc, err == nil, unreachable(err)
+}
+
 func unreachable(err error) error {
 	if err == nil || errors.Is(err, ErrStoreUnavailable) {
 		return err
