@@ -280,17 +280,10 @@ func (r *haRunner) wait(t *testing.T, ctx context.Context) {
 
 func (r *haRunner) exitedOK() bool { return r.state != nil && r.state.Success() }
 
-// waitFor polls cond every 50 ms until it holds, failing the test after d.
+// waitFor is the package's waitFor on the bed's context.
 func (b *haBed) waitFor(what string, d time.Duration, cond func() bool) time.Time {
 	b.t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) || b.sf.ctx.Err() != nil {
-			b.t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return time.Now()
+	return waitFor(b.t, b.sf.ctx, what, d, cond)
 }
 
 // history is host's rollover history in the database (nil while it

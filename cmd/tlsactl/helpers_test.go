@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // runMu serialises calls of run: urfave/cli v2 writes to its package-level
@@ -102,4 +103,18 @@ func makePKI(t testing.TB, alg keyAlg) pki {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// waitFor polls cond every 50 ms until it holds and returns when it did;
+// after d, or once ctx is done, it fails the test naming what.
+func waitFor(t testing.TB, ctx context.Context, what string, d time.Duration, cond func() bool) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+		time.Sleep(50 * time.Millisecond) // the interval of a poll, not a wait for anything
+	}
+	return time.Now()
 }

@@ -992,20 +992,15 @@ func TestSafetyE2E(t *testing.T) {
 		go func() {
 			done <- h.run([]string{"TLSACTL_FAILPOINT_PAUSE=before-set:" + gate}, append([]string{"rollover", "run"}, common...)...)
 		}()
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			if _, err := os.Stat(gate + ".reached"); err == nil {
-				break
-			}
+		waitFor(t, b.ctx, "rollover run reaching its change", 60*time.Second, func() bool {
 			select {
 			case r := <-done:
 				t.Fatalf("rollover run ended (exit %d) before its change:\n%s%s", r.code, r.out, r.errOut)
-			case <-time.After(50 * time.Millisecond):
+			default:
 			}
-			if time.Now().After(deadline) {
-				t.Fatal("rollover run never reached its change")
-			}
-		}
+			_, err := os.Stat(gate + ".reached")
+			return err == nil
+		})
 		extra := roRec(backup.Leaf, tlsa.DANEEE)
 		if err := b.knot.Update(b.ctx, b.zone, []dns.RR{h.rr(fmt.Sprintf("%s %d IN TLSA %s", h.owner, sfTTL, extra))}, nil); err != nil {
 			t.Fatal(err)

@@ -71,19 +71,14 @@ func TestServeLedgerInPostgres(t *testing.T) {
 	// cycles waits until the exporter has finished at least n check cycles.
 	cycles := func(n float64) {
 		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for {
+		waitFor(t, ctx, fmt.Sprintf("%v check cycles", n), 60*time.Second, func() bool {
 			text, code, _ := p.get(t, "/metrics", nil)
-			if code == http.StatusOK {
-				if v, ok := value(families(t, text), "tlsactl_exporter_check_cycles_total"); ok && v >= n {
-					return
-				}
+			if code != http.StatusOK {
+				return false
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("fewer than %v check cycles in 60 s:\n%s\n--- stderr:\n%s", n, text, p.stderr)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			v, ok := value(families(t, text), "tlsactl_exporter_check_cycles_total")
+			return ok && v >= n
+		})
 	}
 	db := testbed.DBName(dsn)
 	cycles(2)
