@@ -59,9 +59,7 @@ func TestCompletionScripts(t *testing.T) {
 // TestCompletionBashLive sources the bash script and completes with the
 // real binary, as bash does on TAB.
 func TestCompletionBashLive(t *testing.T) {
-	if _, err := exec.LookPath("bash"); err != nil {
-		t.Skip("bash not found")
-	}
+	testbed.Require(t, "bash", "bash")
 	bin := buildTlsactlTags(t, "") // the shared build
 	script, err := exec.Command(bin, "completion", "bash").Output()
 	if err != nil {

@@ -58,13 +58,19 @@ func Require(tb testing.TB, binary, debianPackage string) string {
 	if err == nil {
 		return p
 	}
-	msg := fmt.Sprintf("%v; install it with: apt-get install -y --no-install-recommends %s", err, debianPackage)
-	if os.Getenv("CI") == "true" {
-		tb.Fatalf("%s (CI=true: missing binaries fail)", msg)
-	} else {
-		tb.Skipf("%s", msg)
-	}
+	Unavailable(tb, fmt.Sprintf("%v; install it with: apt-get install -y --no-install-recommends %s", err, debianPackage))
 	return ""
+}
+
+// Unavailable stops a test that lacks a piece of the test bed (a binary, a
+// package's file, root): under CI=true it fails, since CI installs every
+// piece; otherwise it skips. msg says what is missing and how to install it.
+func Unavailable(tb testing.TB, msg string) {
+	tb.Helper()
+	if os.Getenv("CI") == "true" {
+		tb.Fatalf("%s (CI=true: missing pieces of the test bed fail)", msg)
+	}
+	tb.Skipf("%s", msg)
 }
 
 // RequireRoot stops the test unless it runs as root (Postfix's master, port
@@ -75,12 +81,7 @@ func RequireRoot(tb testing.TB, why string) {
 	if os.Geteuid() == 0 {
 		return
 	}
-	msg := "testbed: needs root: " + why
-	if os.Getenv("CI") == "true" {
-		tb.Fatalf("%s (CI=true)", msg)
-	} else {
-		tb.Skipf("%s", msg)
-	}
+	Unavailable(tb, "testbed: needs root: "+why)
 }
 
 // withDefaultTimeout returns ctx bounded by DefaultStartTimeout unless it
