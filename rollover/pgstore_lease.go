@@ -211,12 +211,12 @@ func (l *pgLease) renewed(sent time.Time, valid time.Duration) {
 	l.deadline.Reset(time.Until(sent.Add(valid)))
 }
 
-// validUntil is when l stops being provably live unless renewed: the send
-// time of its last successful renewal + valid.
-func (l *pgLease) validUntil(valid time.Duration) time.Time {
+// renewedAt is the send time of l's last successful renewal (or its take):
+// l is provably live until renewedAt() + lease − lease/5.
+func (l *pgLease) renewedAt() time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.lastRenewal.Add(valid)
+	return l.lastRenewal
 }
 
 // renew renews l every lease/3 until it is released or lost; a failed
@@ -227,7 +227,7 @@ func (s *PGStore) renew(l *pgLease) {
 	valid := s.lease - s.lease/5
 	// The first renewal is due every after the take was sent, not after it
 	// answered: a take that came back late leaves less of the lease.
-	next := time.Until(l.validUntil(0).Add(every))
+	next := time.Until(l.renewedAt().Add(every))
 	for {
 		t := time.NewTimer(max(next, 0))
 		select {
@@ -246,7 +246,7 @@ func (s *PGStore) renew(l *pgLease) {
 		sent := time.Now()
 		// The attempt may run until the lease would be lost anyway: a
 		// renewal that answers late still counts from its send time.
-		rctx, cancel := context.WithDeadline(l.alive, l.validUntil(valid))
+		rctx, cancel := context.WithDeadline(l.alive, l.renewedAt().Add(valid))
 		tag, err := s.leasePool.Exec(rctx, `
 UPDATE leases SET expires = now() + make_interval(secs => $5)
 WHERE kind = $1 AND name = $2 AND token = $3 AND holder = $4 AND expires > now()`,
