@@ -26,6 +26,15 @@ import (
 // (`tlsactl rollover run`) deploys it later. Nothing is broken.
 const exitHookHeld = 75
 
+// hookExitCodes is the EXIT CODES section of every hook command's help.
+const hookExitCodes = `EXIT CODES:
+   0   deployed, or nothing to do (or --dry-run)
+   1   a step failed or was refused; the server keeps its current certificate (the rollover
+       state says why; 'tlsactl rollover run' retries)
+   2   bad input: missing hook environment, unknown domain, unreadable or mismatched files
+   75  held back (EX_TEMPFAIL): the certificate is staged and deployed later by
+       'tlsactl rollover run', after the time the message names`
+
 // The environment ACME clients give their hooks.
 const (
 	// lego v4 (--run-hook, --renew-hook).
@@ -115,13 +124,7 @@ bundle in LEGO_CERT_PATH, or LEGO_ISSUER_CERT_PATH; certbot: fullchain.pem).
 
 ` + hookWorkflows + `
 
-EXIT CODES:
-   0   deployed, or nothing to do (or --dry-run)
-   1   a step failed or was refused; the server keeps its current certificate (the rollover
-       state says why; 'tlsactl rollover run' retries)
-   2   bad input: missing hook environment, unknown domain, unreadable or mismatched files
-   75  held back (EX_TEMPFAIL): the certificate is staged and deployed later by
-       'tlsactl rollover run', after the time the message names`,
+` + hookExitCodes,
 		Subcommands: []*cli.Command{
 			{
 				Name:  "lego",
@@ -163,11 +166,7 @@ EXAMPLES:
    lego --path /etc/lego --email you@example.nl --dns rfc2136 -d mx.example.nl renew --renew-hook 'tlsactl hook lego'
    TLSACTL_CONFIG=/etc/tlsactl/tlsactl.toml tlsactl hook lego --dry-run    # inside a hook: say what it would do
 
-EXIT CODES:
-   0   deployed, or nothing to do (or --dry-run)
-   1   a step failed or was refused; the server keeps its current certificate
-   2   bad input: missing hook environment, unknown domain, unreadable or mismatched files
-   75  held back (EX_TEMPFAIL): staged, deployed later by 'tlsactl rollover run'`,
+` + hookExitCodes,
 				Flags:  common(),
 				Action: runHookLego,
 			},
@@ -197,11 +196,7 @@ EXAMPLES:
    examples/hooks/certbot-csr.sh mx.example.nl    # the next-key CSR flow (certbot runs no hook for --csr)
    RENEWED_LINEAGE=/etc/letsencrypt/live/mx.example.nl RENEWED_DOMAINS=mx.example.nl tlsactl hook certbot --dry-run
 
-EXIT CODES:
-   0   deployed, or nothing to do (or --dry-run)
-   1   a step failed or was refused; the server keeps its current certificate
-   2   bad input: missing hook environment, unknown domain, unreadable or mismatched files
-   75  held back (EX_TEMPFAIL): staged, deployed later by 'tlsactl rollover run'`,
+` + hookExitCodes,
 				Flags:  common(),
 				Action: runHookCertbot,
 			},
@@ -242,43 +237,44 @@ func legoContract() int {
 	return 0
 }
 
+// legoEnv names the variables of one lego hook contract and how the hook
+// is to be run under it (for messages).
+type legoEnv struct {
+	cert, key, issuer, domains string
+	certNote, runAs            string
+}
+
+// legoEnvs are the contracts by lego major version (legoContract).
+var legoEnvs = map[int]legoEnv{
+	5: {cert: envLego5Cert, key: envLego5Key, issuer: envLego5Issuer, domains: envLego5Domains,
+		certNote: " (lego v5 sets it for --deploy-hook only, not for --pre-hook or --post-hook)", runAs: "as lego run's --deploy-hook"},
+	4: {cert: envLegoCert, key: envLegoKey, issuer: envLegoIssuer, domains: envLegoDomain,
+		runAs: "from lego v4's --run-hook or --renew-hook"},
+}
+
 // errNoLegoEnv is the bad input of 'tlsactl hook lego' run outside a lego hook.
 var errNoLegoEnv = fmt.Errorf("no lego hook variables are set (lego v5's %s, %s, %s; lego v4's %s, %s, %s): run 'tlsactl hook lego' as lego v5's 'run --deploy-hook' or lego v4's --run-hook / --renew-hook",
 	envLego5Cert, envLego5Key, envLego5Domains, envLegoCert, envLegoKey, envLegoDomain)
 
 func runHookLego(c *cli.Context) error {
 	in := &hookInput{source: "lego"}
-	var certPath, keyPath, issuerPath string
-	switch legoContract() {
-	case 5:
-		certPath, keyPath, issuerPath = os.Getenv(envLego5Cert), os.Getenv(envLego5Key), os.Getenv(envLego5Issuer)
-		in.keyVar = envLego5Key
-		if certPath == "" {
-			return badInput(fmt.Errorf("%s is not set (lego v5 sets it for --deploy-hook only, not for --pre-hook or --post-hook): run 'tlsactl hook lego' as lego run's --deploy-hook", envLego5Cert))
-		}
-		for _, d := range strings.Split(os.Getenv(envLego5Domains), ",") {
-			if d = strings.TrimSpace(d); d != "" {
-				in.domains = append(in.domains, d)
-			}
-		}
-		if len(in.domains) == 0 && c.String(flagHost) == "" {
-			return badInput(fmt.Errorf("%s is not set: run 'tlsactl hook lego' as lego run's --deploy-hook, or give --host", envLego5Domains))
-		}
-	case 4:
-		certPath, keyPath, issuerPath = os.Getenv(envLegoCert), os.Getenv(envLegoKey), os.Getenv(envLegoIssuer)
-		in.keyVar = envLegoKey
-		if certPath == "" {
-			return badInput(fmt.Errorf("%s is not set: run 'tlsactl hook lego' from lego v4's --run-hook or --renew-hook", envLegoCert))
-		}
-		domain := os.Getenv(envLegoDomain)
-		if domain == "" && c.String(flagHost) == "" {
-			return badInput(fmt.Errorf("%s is not set: run 'tlsactl hook lego' from lego v4's --run-hook or --renew-hook, or give --host", envLegoDomain))
-		}
-		if domain != "" {
-			in.domains = []string{domain}
-		}
-	default:
+	env, ok := legoEnvs[legoContract()]
+	if !ok {
 		return badInput(errNoLegoEnv)
+	}
+	certPath, keyPath, issuerPath := os.Getenv(env.cert), os.Getenv(env.key), os.Getenv(env.issuer)
+	in.keyVar = env.key
+	if certPath == "" {
+		return badInput(fmt.Errorf("%s is not set%s: run 'tlsactl hook lego' %s", env.cert, env.certNote, env.runAs))
+	}
+	// v5's domains are comma-separated; v4 names one.
+	for _, d := range strings.Split(os.Getenv(env.domains), ",") {
+		if d = strings.TrimSpace(d); d != "" {
+			in.domains = append(in.domains, d)
+		}
+	}
+	if len(in.domains) == 0 && c.String(flagHost) == "" {
+		return badInput(fmt.Errorf("%s is not set: run 'tlsactl hook lego' %s, or give --host", env.domains, env.runAs))
 	}
 	if err := in.addCerts(certPath); err != nil {
 		return badInput(err)
