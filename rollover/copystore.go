@@ -15,8 +15,84 @@ type Enumerator interface {
 	ListMaterial(host string) ([]string, error) // staged material names of host, sorted
 }
 
-// CopyReport counts what CopyStore copied.
-type CopyReport struct{ States, Materials, Ledgers, Migrations int }
+// CopyReport counts the documents of a store (Count) or what CopyStore
+// copied.
+type CopyReport struct {
+	States     int `json:"states"`
+	Materials  int `json:"materials"`
+	Ledgers    int `json:"ledgers"`
+	Migrations int `json:"migrations"`
+}
+
+// inventory is every name a store holds, as CopyStore copies it.
+type inventory struct {
+	hosts    []string            // with a state
+	owners   []string            // with a ledger
+	migs     []string            // migrations
+	matHosts []string            // whose material is copied: hosts with a state and the migrations' hosts
+	mats     map[string][]string // material names by host
+}
+
+// takeInventory lists what src holds (src must be an Enumerator).
+func takeInventory(src Store) (*inventory, error) {
+	en, ok := src.(Enumerator)
+	if !ok {
+		return nil, fmt.Errorf("rollover: copy: the source store (%T) cannot list its contents", src)
+	}
+	inv := &inventory{mats: map[string][]string{}}
+	var err error
+	if inv.hosts, err = src.List(); err != nil {
+		return nil, err
+	}
+	if inv.owners, err = en.ListLedgers(); err != nil {
+		return nil, err
+	}
+	inv.matHosts = slices.Clone(inv.hosts)
+	if srcM, ok := src.(MigrationStore); ok {
+		if inv.migs, err = srcM.ListMigrations(); err != nil {
+			return nil, err
+		}
+		for _, name := range inv.migs {
+			m, err := srcM.LoadMigration(name)
+			if err != nil {
+				return nil, err
+			}
+			for _, h := range m.Hosts {
+				if n, err := normalizeHost(h.Host); err == nil {
+					inv.matHosts = append(inv.matHosts, n)
+				}
+			}
+		}
+	}
+	slices.Sort(inv.matHosts)
+	inv.matHosts = slices.Compact(inv.matHosts)
+	for _, h := range inv.matHosts {
+		if inv.mats[h], err = en.ListMaterial(h); err != nil {
+			return nil, err
+		}
+	}
+	return inv, nil
+}
+
+// count is what CopyStore would copy.
+func (inv *inventory) count() CopyReport {
+	r := CopyReport{States: len(inv.hosts), Ledgers: len(inv.owners), Migrations: len(inv.migs)}
+	for _, names := range inv.mats {
+		r.Materials += len(names)
+	}
+	return r
+}
+
+// Count counts what src holds as CopyStore copies it: states, staged
+// material (of the hosts with a state and of the migrations' hosts),
+// ledgers and migrations. src must be an Enumerator.
+func Count(src Store) (CopyReport, error) {
+	inv, err := takeInventory(src)
+	if err != nil {
+		return CopyReport{}, err
+	}
+	return inv.count(), nil
+}
 
 // CopyStore copies every state, staged material, ledger and migration of src into dst (dst must be empty
 // of those names, else an error naming the first conflict, nothing written for it), then reads everything back from dst
@@ -32,48 +108,15 @@ type CopyReport struct{ States, Materials, Ledgers, Migrations int }
 // byte-for-byte. CopyStore does not lock src: stop the runners first.
 func CopyStore(ctx context.Context, dst, src Store) (CopyReport, error) {
 	var rep CopyReport
-	en, ok := src.(Enumerator)
-	if !ok {
-		return rep, fmt.Errorf("rollover: copy: the source store (%T) cannot list its contents", src)
-	}
-	hosts, err := src.List()
+	inv, err := takeInventory(src)
 	if err != nil {
 		return rep, err
 	}
-	owners, err := en.ListLedgers()
-	if err != nil {
-		return rep, err
-	}
+	hosts, owners, migs, matHosts, mats := inv.hosts, inv.owners, inv.migs, inv.matHosts, inv.mats
 	srcM, _ := src.(MigrationStore)
 	dstM, _ := dst.(MigrationStore)
-	var migs []string
-	if srcM != nil {
-		if migs, err = srcM.ListMigrations(); err != nil {
-			return rep, err
-		}
-		if len(migs) > 0 && dstM == nil {
-			return rep, fmt.Errorf("rollover: copy: the destination store (%T) cannot hold migrations", dst)
-		}
-	}
-	matHosts := slices.Clone(hosts)
-	for _, name := range migs {
-		m, err := srcM.LoadMigration(name)
-		if err != nil {
-			return rep, err
-		}
-		for _, h := range m.Hosts {
-			if n, err := normalizeHost(h.Host); err == nil {
-				matHosts = append(matHosts, n)
-			}
-		}
-	}
-	slices.Sort(matHosts)
-	matHosts = slices.Compact(matHosts)
-	mats := map[string][]string{}
-	for _, h := range matHosts {
-		if mats[h], err = en.ListMaterial(h); err != nil {
-			return rep, err
-		}
+	if len(migs) > 0 && dstM == nil {
+		return rep, fmt.Errorf("rollover: copy: the destination store (%T) cannot hold migrations", dst)
 	}
 
 	// Conflicts first: nothing is written when dst holds any of the names.

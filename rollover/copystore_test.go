@@ -200,3 +200,47 @@ func TestCopyStoreConflictWritesNothing(t *testing.T) {
 	}
 	sameDump(t, before, dumpStore(t, dst))
 }
+
+// TestCountMatchesCopy: Count says what CopyStore copies, also the staged
+// material of a migration's host that has no rollover state yet (a
+// certificate fetched before its rollover starts). `state migrate`
+// compares the two; an earlier count of the CLI left that material out.
+func TestCountMatchesCopy(t *testing.T) {
+	src, err := NewFileStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fillStore(t, src)
+	ctx := context.Background()
+	unlock, err := src.LockMigration(ctx, "m1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := src.LoadMigration("m1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Hosts = append(m.Hosts, HostProgress{Host: "mx3.example.test.", Phase: PhaseWaitCert})
+	if err := src.SaveMigration(m); err != nil {
+		t.Fatal(err)
+	}
+	_ = unlock()
+	if err := src.PutMaterial("mx3.example.test.", "acme", getPKI(t).renew.mat); err != nil {
+		t.Fatal(err)
+	}
+	n, err := Count(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := NewFileStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := CopyStore(ctx, dst, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (CopyReport{States: 2, Materials: 5, Ledgers: 2, Migrations: 1}); n != want || rep != n {
+		t.Fatalf("Count %+v, CopyStore copied %+v; want both %+v", n, rep, want)
+	}
+}

@@ -130,60 +130,28 @@ func stateSpec(c *cli.Context, cfg *config.Config, location string) storeSpec {
 	return sp
 }
 
-// stateCounts is what a store holds.
-type stateCounts struct {
-	States     int `json:"states"`
-	Materials  int `json:"materials"`
-	Ledgers    int `json:"ledgers"`
-	Migrations int `json:"migrations"`
-}
-
-func (n stateCounts) empty() bool { return n == stateCounts{} }
-
-func (n stateCounts) String() string {
-	return fmt.Sprintf("%d rollover state(s), %d staged material(s), %d ledger(s), %d migration(s)", n.States, n.Materials, n.Ledgers, n.Migrations)
-}
-
-// countStore counts what s holds.
-func countStore(s *stateStore) (stateCounts, error) {
-	var n stateCounts
-	en, ok := s.fullStore.(rollover.Enumerator)
-	if !ok {
-		return n, fmt.Errorf("%s cannot list its ledgers and materials", s.where)
-	}
-	hosts, err := s.List()
+// countStore counts what s holds, as state migrate copies it
+// (rollover.Count).
+func countStore(s *stateStore) (rollover.CopyReport, error) {
+	n, err := rollover.Count(s.fullStore)
 	if err != nil {
 		return n, storeErr(s.where, err)
 	}
-	n.States = len(hosts)
-	for _, h := range hosts {
-		ms, err := en.ListMaterial(h)
-		if err != nil {
-			return n, storeErr(s.where, err)
-		}
-		n.Materials += len(ms)
-	}
-	ls, err := en.ListLedgers()
-	if err != nil {
-		return n, storeErr(s.where, err)
-	}
-	n.Ledgers = len(ls)
-	ms, err := s.ListMigrations()
-	if err != nil {
-		return n, storeErr(s.where, err)
-	}
-	n.Migrations = len(ms)
 	return n, nil
 }
 
-// stateMigrateJSON is the --json output of state migrate.
+// countsText is n in words.
+func countsText(n rollover.CopyReport) string {
+	return fmt.Sprintf("%d rollover state(s), %d staged material(s), %d ledger(s), %d migration(s)", n.States, n.Materials, n.Ledgers, n.Migrations)
+}
+
 type stateMigrateJSON struct {
-	From     string      `json:"from"`
-	To       string      `json:"to"`
-	DryRun   bool        `json:"dry_run"`
-	Source   stateCounts `json:"source"`
-	Copied   stateCounts `json:"copied"`
-	Verified bool        `json:"verified"`
+	From     string              `json:"from"`
+	To       string              `json:"to"`
+	DryRun   bool                `json:"dry_run"`
+	Source   rollover.CopyReport `json:"source"`
+	Copied   rollover.CopyReport `json:"copied"`
+	Verified bool                `json:"verified"`
 }
 
 func runStateMigrate(c *cli.Context) error {
@@ -233,15 +201,15 @@ func runStateMigrate(c *cli.Context) error {
 	if err != nil {
 		return &exitError{code: exitStateFailed, err: fmt.Errorf("state migrate %s → %s: %w (the destination may hold part of the copy: empty it before trying again)", src.where, dst.where, err)}
 	}
-	copied := stateCounts{States: rep.States, Materials: rep.Materials, Ledgers: rep.Ledgers, Migrations: rep.Migrations}
+	copied := rep
 	if copied != srcN {
-		return &exitError{code: exitStateFailed, err: fmt.Errorf("state migrate %s → %s: copied %s, but the source holds %s (did a runner change it meanwhile? stop the runners, empty the destination and copy again)", src.where, dst.where, copied, srcN)}
+		return &exitError{code: exitStateFailed, err: fmt.Errorf("state migrate %s → %s: copied %s, but the source holds %s (did a runner change it meanwhile? stop the runners, empty the destination and copy again)", src.where, dst.where, countsText(copied), countsText(srcN))}
 	}
 	if c.Bool(flagJSON) {
 		return printJSON(c.App.Writer, stateMigrateJSON{From: src.where, To: dst.where, Source: srcN, Copied: copied, Verified: true})
 	}
 	_, err = fmt.Fprintf(c.App.Writer, "copied %s from %s to %s; read back and compared: equal\nnext: set state = %q in the configuration of every runner (state_key_file the same for all), then start them\n",
-		copied, src.where, dst.where, config.RedactURL(to))
+		countsText(copied), src.where, dst.where, config.RedactURL(to))
 	return err
 }
 
@@ -251,8 +219,8 @@ func refuseNonEmpty(dst *stateStore) error {
 	if err != nil {
 		return badInput(fmt.Errorf("--to: %w", err))
 	}
-	if !n.empty() {
-		return &exitError{code: exitStateFailed, err: fmt.Errorf("the destination %s is not empty (it holds %s): state migrate copies into an empty store only; nothing was copied", dst.where, n)}
+	if n != (rollover.CopyReport{}) {
+		return &exitError{code: exitStateFailed, err: fmt.Errorf("the destination %s is not empty (it holds %s): state migrate copies into an empty store only; nothing was copied", dst.where, countsText(n))}
 	}
 	return nil
 }
@@ -274,15 +242,15 @@ func stateMigrateDry(c *cli.Context, src *stateStore, to string, dst *stateStore
 	if c.Bool(flagJSON) {
 		return printJSON(c.App.Writer, stateMigrateJSON{From: src.where, To: dstWhere, DryRun: true, Source: n})
 	}
-	_, err = fmt.Fprintf(c.App.Writer, "dry run: would copy %s from %s to %s (empty); nothing copied\n", n, src.where, dstWhere)
+	_, err = fmt.Fprintf(c.App.Writer, "dry run: would copy %s from %s to %s (empty); nothing copied\n", countsText(n), src.where, dstWhere)
 	return err
 }
 
 // stateStatusJSON is the --json output of state status.
 type stateStatusJSON struct {
-	Store  string      `json:"store"`
-	Runner string      `json:"runner,omitempty"`
-	Counts stateCounts `json:"counts"`
+	Store  string              `json:"store"`
+	Runner string              `json:"runner,omitempty"`
+	Counts rollover.CopyReport `json:"counts"`
 	// Schema and Leases: PostgreSQL only.
 	Schema int              `json:"schema_version,omitempty"`
 	Leases []rollover.Lease `json:"leases,omitempty"`
@@ -316,7 +284,7 @@ func runStateStatus(c *cli.Context) error {
 		return printJSON(c.App.Writer, out)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %s\n", out.Store, out.Counts)
+	fmt.Fprintf(&b, "%s: %s\n", out.Store, countsText(out.Counts))
 	if sp.postgres() {
 		fmt.Fprintf(&b, "schema version %d; this runner would be %s\n", out.Schema, out.Runner)
 		if len(out.Leases) == 0 {
