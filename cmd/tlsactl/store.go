@@ -44,7 +44,6 @@ type stateStore struct {
 	runner string // recorded on every event ("" for a file store without a runner name)
 	close  func()
 	once   sync.Once
-	spec   storeSpec // what it was opened from
 }
 
 // Dir is the directory of this runner's own files (see stateStore.local);
@@ -157,7 +156,7 @@ func openStore(ctx context.Context, sp storeSpec) (*stateStore, error) {
 		if err != nil {
 			return nil, err
 		}
-		return register(&stateStore{fullStore: fs, local: sp.local, where: "state directory " + sp.location, runner: sp.runner, spec: sp}), nil
+		return register(&stateStore{fullStore: fs, local: sp.local, where: "state directory " + sp.location, runner: sp.runner}), nil
 	}
 	if _, err := config.ParseStateURL(sp.location); err != nil {
 		return nil, fmt.Errorf("state: %w", err)

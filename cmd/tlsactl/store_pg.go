@@ -21,7 +21,7 @@ func openPG(ctx context.Context, sp storeSpec) (*stateStore, error) {
 	if err != nil {
 		return nil, storeErr(where, err)
 	}
-	return &stateStore{fullStore: s, local: sp.local, where: where, runner: s.Runner(), close: s.Close, spec: sp}, nil
+	return &stateStore{fullStore: s, local: sp.local, where: where, runner: s.Runner(), close: s.Close}, nil
 }
 
 // pgStatus reads the schema version of s's database and its live leases
